@@ -1,0 +1,54 @@
+"""pytest setup shared by the unit tests and the notebook checks (nbval).
+
+- Notebook items run in smoke size: ``LLMSCRATCH_SMOKE=1`` is in the environment the nbval kernel inherits.
+- ``cuda`` tests are skipped without a GPU; ``LLMSCRATCH_REQUIRE_CUDA=1`` turns that skip into a failure.
+- The ``device`` fixture runs a test on the CPU and, when there is one, on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "shared"))
+
+
+def _is_notebook_item(item: pytest.Item) -> bool:
+    return type(item).__name__ == "IPyNbCell"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _require_cuda() -> bool:
+    return os.environ.get("LLMSCRATCH_REQUIRE_CUDA", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _is_notebook_item(item):
+        # The kernel starts with the notebook's first cell and copies this environment.
+        os.environ["LLMSCRATCH_SMOKE"] = "1"
+        return
+    if item.get_closest_marker("cuda") is not None and not _cuda_available():
+        if _require_cuda():
+            pytest.fail("LLMSCRATCH_REQUIRE_CUDA=1 but no CUDA GPU is available", pytrace=False)
+        pytest.skip("needs a CUDA GPU")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if _is_notebook_item(item):
+        os.environ.pop("LLMSCRATCH_SMOKE", None)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """Run a test on the CPU and on CUDA (the CUDA run is skipped without a GPU)."""
+    import torch
+
+    return torch.device(request.param)

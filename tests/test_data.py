@@ -1,0 +1,247 @@
+"""Tests of llmscratch.data: cache, mirror, download (from a local HTTP server), errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from llmscratch import data
+from llmscratch.data import DATA_FILES, DataChecksumError, DataDownloadError, DataFile, fetch, get_data, sha256_of
+from llmscratch.settings import get_settings
+
+CONTENT = b"I HAD always thought Jack Gisburn rather a cheap genius.\n" * 50
+FAST = {"timeout": 2, "retries": 0, "progress": False, "backoff": 0.0}
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def entry(url: str, content: bytes = CONTENT, *, filename: str = "tiny.txt", member: str | None = None) -> DataFile:
+    return DataFile("tiny", filename, url, sha(content), "a small test file", zip_member=member)
+
+
+def zipped(member: str, content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(member, content)
+    return buffer.getvalue()
+
+
+# --- a local HTTP server whose answers each test scripts -------------------------------------------------
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answers GET /path with the next scripted (status, body, declared length) of that path."""
+
+    def do_GET(self) -> None:
+        server = self.server
+        server.requests.append((self.path, self.headers.get("User-Agent", "")))
+        answers = server.routes.get(self.path)
+        if not answers:
+            self.send_error(404)
+            return
+        status, body, length = answers.pop(0) if len(answers) > 1 else answers[0]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)  # fewer bytes than declared: the connection closes early
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.routes, httpd.requests = {}, []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A URL on a local port nobody listens on: any attempt to use the network fails at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/tiny.txt"
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+# --- registry ----------------------------------------------------------------------------------------------
+
+
+def test_registry_names_and_filenames() -> None:
+    assert {name: e.filename for name, e in DATA_FILES.items()} == {
+        "the-verdict": "the-verdict.txt",
+        "sms-spam-collection": "SMSSpamCollection.tsv",
+        "instruction-data": "instruction-data.json",
+        "tinyshakespeare": "tinyshakespeare.txt",
+    }
+    assert all(name == e.name and len(e.sha256) == 64 for name, e in DATA_FILES.items())
+    assert DATA_FILES["sms-spam-collection"].zip_member == "SMSSpamCollection"
+
+
+def test_registry_matches_the_mirror() -> None:
+    mirror = os.environ.get("LLMSCRATCH_DATA_MIRROR")
+    if not mirror:
+        pytest.skip("LLMSCRATCH_DATA_MIRROR is not set (CI sets it to the offline copy of the data files)")
+    for e in DATA_FILES.values():
+        assert sha256_of(Path(mirror) / e.filename) == e.sha256, e.filename
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="the-verdict"):
+        get_data("the-verdicts")
+
+
+# --- cache and mirror --------------------------------------------------------------------------------------
+
+
+def test_cached_file_is_used_without_network(tmp_path: Path, closed_url: str) -> None:
+    cached = tmp_path / "tiny.txt"
+    cached.write_bytes(CONTENT)
+    os.utime(cached, ns=(1_000_000_000, 1_000_000_000))
+    assert fetch(entry(closed_url), tmp_path, **FAST) == cached
+    assert cached.stat().st_mtime_ns == 1_000_000_000
+
+
+def test_cached_file_with_wrong_hash_is_replaced(tmp_path: Path, closed_url: str) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(CONTENT)
+    (data_dir := tmp_path / "data").mkdir()
+    (data_dir / "tiny.txt").write_bytes(b"stale")
+    path = fetch(entry(closed_url), data_dir, mirror, **FAST)
+    assert path.read_bytes() == CONTENT
+
+
+def test_mirror_copy(tmp_path: Path, closed_url: str) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(CONTENT)
+    path = fetch(entry(closed_url), tmp_path / "new" / "data", mirror, **FAST)  # data dir is created
+    assert path == tmp_path / "new" / "data" / "tiny.txt"
+    assert sha256_of(path) == sha(CONTENT)
+    assert os.listdir(path.parent) == ["tiny.txt"]
+
+
+def test_bad_mirror_file_is_an_error_and_keeps_nothing(tmp_path: Path, closed_url: str) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(b"not the file")
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataChecksumError) as info:
+        fetch(entry(closed_url), data_dir, mirror, **FAST)
+    message = str(info.value)
+    assert str(mirror / "tiny.txt") in message and sha(CONTENT) in message and sha(b"not the file") in message
+    assert os.listdir(data_dir) == []
+
+
+# --- download ----------------------------------------------------------------------------------------------
+
+
+def test_download(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(200, CONTENT, None)]
+    path = fetch(entry(server.url + "/tiny.txt"), tmp_path, **FAST)
+    assert path.read_bytes() == CONTENT
+    assert os.listdir(tmp_path) == ["tiny.txt"]
+    assert "llmscratch" in server.requests[0][1]  # User-Agent
+
+
+def test_download_zip_member(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/spam.zip"] = [(200, zipped("SMSSpamCollection", CONTENT), None)]
+    e = entry(server.url + "/spam.zip", filename="spam.tsv", member="SMSSpamCollection")
+    path = fetch(e, tmp_path, **FAST)
+    assert path.read_bytes() == CONTENT
+    assert os.listdir(tmp_path) == ["spam.tsv"]  # neither the zip nor a .part is left
+
+
+def test_zip_without_member_keeps_nothing(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/spam.zip"] = [(200, zipped("other", CONTENT), None)]
+    e = entry(server.url + "/spam.zip", filename="spam.tsv", member="SMSSpamCollection")
+    with pytest.raises(DataDownloadError, match="SMSSpamCollection"):
+        fetch(e, tmp_path, **FAST)
+    assert os.listdir(tmp_path) == []
+
+
+def test_truncated_download_keeps_nothing(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(200, CONTENT[: len(CONTENT) // 2], len(CONTENT))]
+    with pytest.raises(DataDownloadError, match="2 attempt"):
+        fetch(entry(server.url + "/tiny.txt"), tmp_path, **{**FAST, "retries": 1})
+    assert len(server.requests) == 2
+    assert os.listdir(tmp_path) == []
+
+
+def test_wrong_bytes_raise_checksum_error(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(200, b"something else entirely", None)]
+    with pytest.raises(DataChecksumError, match="Nothing was kept") as info:
+        fetch(entry(server.url + "/tiny.txt"), tmp_path, **FAST)
+    assert sha(CONTENT) in str(info.value) and sha(b"something else entirely") in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_offline_without_mirror_says_what_to_do(tmp_path: Path, closed_url: str) -> None:
+    with pytest.raises(DataDownloadError) as info:
+        fetch(entry(closed_url), tmp_path, **{**FAST, "retries": 1})
+    assert not isinstance(info.value, DataChecksumError)
+    message = str(info.value)
+    assert "LLMSCRATCH_DATA_MIRROR" in message and closed_url in message and str(tmp_path / "tiny.txt") in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_retry_after_503(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(503, b"busy", None), (200, CONTENT, None)]
+    path = fetch(entry(server.url + "/tiny.txt"), tmp_path, **{**FAST, "retries": 2})
+    assert path.read_bytes() == CONTENT
+    assert len(server.requests) == 2
+
+
+def test_404_is_not_retried(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    with pytest.raises(DataDownloadError, match="HTTP 404"):
+        fetch(entry(server.url + "/missing.txt"), tmp_path, **{**FAST, "retries": 3})
+    assert len(server.requests) == 1
+
+
+# --- get_data and main read the settings -------------------------------------------------------------------
+
+
+def test_get_data_uses_settings(tmp_path: Path, closed_url: str, monkeypatch, fresh_settings) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(CONTENT)
+    monkeypatch.setitem(DATA_FILES, "tiny", entry(closed_url))
+    monkeypatch.setenv("LLMSCRATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LLMSCRATCH_DATA_MIRROR", str(mirror))
+    assert get_data("tiny") == tmp_path / "data" / "tiny.txt"
+    assert (tmp_path / "data" / "tiny.txt").read_bytes() == CONTENT
+
+
+def test_main_prints_one_line_per_file(tmp_path: Path, closed_url: str, monkeypatch, fresh_settings, capsys) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(CONTENT)
+    monkeypatch.setattr(data, "DATA_FILES", {"tiny": entry(closed_url)})
+    monkeypatch.setenv("LLMSCRATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LLMSCRATCH_DATA_MIRROR", str(mirror))
+    monkeypatch.chdir(tmp_path)
+    data.main()
+    assert capsys.readouterr().out.split() == ["tiny", os.path.join("data", "tiny.txt")]

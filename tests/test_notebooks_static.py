@@ -1,0 +1,78 @@
+"""Static checks of the committed notebooks (json only, no kernel): the notebook rules of CONVENTIONS.md."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from notebook_conventions import (
+    MAX_NOTEBOOK_BYTES, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL, cell_source, colab_badge, load_notebook,
+    notebook_paths,
+)
+
+NOTEBOOKS = notebook_paths()
+IDS = [p.relative_to(REPO_ROOT).as_posix() for p in NOTEBOOKS]
+SMOKE_LINE = 'SMOKE = os.environ.get("LLMSCRATCH_SMOKE") == "1"'
+PT_WORDS = {"de", "que", "não", "um", "uma", "para", "com", "os", "as", "é", "do", "da", "em", "no", "na"}
+EN_WORDS = {"the", "of", "and", "to", "is", "that", "with", "for", "this", "we"}
+MACHINE_PATHS = [str(REPO_ROOT.parent), "/tmp/", "/root/", "/home/", "C:\\\\"]
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code" and cell_source(c).strip()]
+
+
+def test_every_chapter_with_code_has_a_notebook():
+    for folder in ("ch01_intro", "ch02_text_data"):
+        assert (REPO_ROOT / folder / f"{folder}.ipynb").is_file(), folder
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_opening_cells(path):
+    cells = load_notebook(path)["cells"]
+    title, setup, params = cells[0], cells[1], cells[2]
+    assert title["cell_type"] == "markdown" and cell_source(title).startswith("# "), "cell 1: '# Title'"
+    assert colab_badge(path) in cell_source(title), "cell 1 needs the Colab badge of this notebook"
+    assert setup["cell_type"] == "code" and cell_source(setup) == SETUP_CELL, "cell 2 must be the setup cell"
+    assert params["cell_type"] == "code" and PARAMETERS_TAG in params["metadata"].get("tags", [])
+    assert SMOKE_LINE in cell_source(params), "cell 3 reads the smoke setting"
+    tagged = [i for i, c in enumerate(cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    assert tagged == [2], "only cell 3 carries the 'parameters' tag"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_stored_outputs_come_from_one_clean_run(path):
+    nb = load_notebook(path)
+    counts = [c["execution_count"] for c in code_cells(nb)]
+    assert counts == list(range(1, len(counts) + 1)), "execution counts must be 1..N (Restart and Run All)"
+    for cell in code_cells(nb):
+        for out in cell["outputs"]:
+            assert out["output_type"] != "error", f"error output in: {cell_source(cell)[:80]}"
+            if out.get("name") == "stderr":
+                text = "".join(out["text"])
+                assert "Warning" not in text and "Traceback" not in text, f"stderr: {text[:200]}"
+            data = out.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data, "widget placeholder"
+            if "<Figure size" in "".join(data.get("text/plain", "")):
+                assert "image/png" in data, "a figure stored without its image (inline backend off?)"
+        if "# NBVAL_CHECK_OUTPUT" in cell_source(cell):
+            assert cell["outputs"], f"checked cell without stored output: {cell_source(cell)[:80]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_machine_paths_and_small(path):
+    outputs = json.dumps([c.get("outputs", []) for c in load_notebook(path)["cells"]])
+    for fragment in MACHINE_PATHS:
+        assert fragment not in outputs, f"an absolute path ({fragment}) of the build machine is in the outputs"
+    assert path.stat().st_size < MAX_NOTEBOOK_BYTES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_narrative_is_portuguese(path):
+    prose = " ".join(cell_source(c) for c in load_notebook(path)["cells"] if c["cell_type"] == "markdown")
+    words = re.findall(r"[a-zà-ú]+", re.sub(r"`[^`]*`", " ", prose.lower()))
+    pt = sum(w in PT_WORDS for w in words)
+    en = sum(w in EN_WORDS for w in words)
+    assert pt > 3 * max(en, 1), f"markdown reads as English ({pt} Portuguese vs {en} English stopwords)"
