@@ -17,6 +17,17 @@ TAUGHT = {
     "ch02_text_data/ch02_text_data.ipynb": {
         "SimpleTokenizerV1", "SimpleTokenizerV2", "GPTDatasetV1", "create_dataloader_v1",
     },
+    "ch02_text_data/bpe_from_scratch.ipynb": {"count_pairs", "most_frequent_pair", "merge_pair"},
+    "ch03_attention/ch03_attention.ipynb": {
+        "SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper", "MultiHeadAttention",
+    },
+    "ch04_gpt_model/ch04_gpt_model.ipynb": {
+        "DummyGPTModel", "LayerNorm", "GELU", "FeedForward", "TransformerBlock", "GPTModel", "generate_text_simple",
+    },
+    "ch05_pretraining/ch05_pretraining.ipynb": {
+        "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader", "evaluate_model",
+        "generate_and_print_sample",
+    },
 }
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef

@@ -1,0 +1,63 @@
+"""Forward time of the book's multi-head attentions and the fast path (fused QKV + SDPA), measured here.
+
+    python benchmarks/attention_speed.py                      # GPT-2 small sizes, fp32 and bf16, on the CPU
+    python benchmarks/attention_speed.py --device cuda --dtypes float32 bfloat16 float16
+
+Prints the machine, the table and, last, ``speedup: N.NNx``: float32 MultiHeadAttentionSDPA over the book's
+MultiHeadAttention (introduced in ch03_attention, fast path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+try:
+    import llmscratch  # noqa: F401
+except ImportError:  # a clone without an install: use the package next to this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
+
+import torch
+
+from llmscratch.benchmarking import compare_attention, machine_label
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps... (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-tokens", type=int, default=1024)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--num-heads", type=int, default=12)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                        help="torch dtypes to time (float32 is always included: the speedup line uses it)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per implementation (median)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice, usually one per core)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    dtypes = [getattr(torch, name) for name in args.dtypes]
+    if torch.float32 not in dtypes:
+        dtypes.insert(0, torch.float32)
+    print(machine_label(args.device))
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; other processes compete "
+              "for the CPU, so these timings are noisy")
+    print(f"input: batch {args.batch_size} x {args.num_tokens} tokens x d_model {args.d_model}, "
+          f"{args.num_heads} heads; forward only (eval, no_grad), median of {args.repeats}")
+    table = compare_attention(args.batch_size, args.num_tokens, args.d_model, args.num_heads, device=args.device,
+                              dtypes=dtypes, repeats=args.repeats)
+    print(table.to_string(index=False, formatters={
+        "ms": "{:.1f}".format, "speedup": "{:.2f}x".format,
+        "max_abs_diff": "{:.1e}".format,
+    }, na_rep="-"))  # the wrapper has other weights: no difference to show
+    row = table[(table.implementation == "MultiHeadAttentionSDPA") & (table.dtype == "float32")]
+    print(f"speedup: {row.speedup.item():.2f}x")
+
+
+if __name__ == "__main__":
+    main()

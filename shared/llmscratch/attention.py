@@ -1,0 +1,216 @@
+"""Attention mechanisms of chapter 3, from the simplest self-attention to multi-head attention.
+
+Introduced in ch03_attention. The classes are the book's; ``MultiHeadAttentionSDPA`` is the fast path (beyond
+the book): the same parameters and state-dict layout as ``MultiHeadAttention``, computed with one fused QKV
+projection and ``torch.nn.functional.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SelfAttention_v1(nn.Module):
+    """Self-attention with trainable weight matrices as raw parameters (ch03_attention, 3.4.1)."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.W_query = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_key = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_value = nn.Parameter(torch.rand(d_in, d_out))
+
+    def forward(self, x):
+        keys = x @ self.W_key  # (num_tokens, d_out)
+        queries = x @ self.W_query
+        values = x @ self.W_value
+        attn_scores = queries @ keys.T  # omega, (num_tokens, num_tokens)
+        attn_weights = torch.softmax(
+            attn_scores / keys.shape[-1]**0.5, dim=-1
+        )
+        context_vec = attn_weights @ values  # (num_tokens, d_out)
+        return context_vec
+
+
+class SelfAttention_v2(nn.Module):
+    """Self-attention with ``nn.Linear`` projections (ch03_attention, 3.4.2)."""
+
+    def __init__(self, d_in, d_out, qkv_bias=False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def forward(self, x):
+        keys = self.W_key(x)  # (num_tokens, d_out)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+        attn_scores = queries @ keys.T  # (num_tokens, num_tokens)
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1]**0.5, dim=-1)
+        context_vec = attn_weights @ values  # (num_tokens, d_out)
+        return context_vec
+
+
+class CausalAttention(nn.Module):
+    """Single-head causal self-attention with dropout, for batches (ch03_attention, 3.5.3)."""
+
+    def __init__(self, d_in, d_out, context_length,
+                 dropout, qkv_bias=False):
+        super().__init__()
+        self.d_out = d_out
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer(
+            'mask',
+            torch.triu(torch.ones(context_length, context_length),
+                       diagonal=1)
+        )  # (context_length, context_length), 1 above the diagonal
+
+    def forward(self, x):
+        b, num_tokens, d_in = x.shape  # (b, num_tokens, d_in)
+        keys = self.W_key(x)  # (b, num_tokens, d_out)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        attn_scores = queries @ keys.transpose(1, 2)  # (b, num_tokens, num_tokens)
+        attn_scores.masked_fill_(  # in place: hide the future tokens
+            self.mask.bool()[:num_tokens, :num_tokens], -torch.inf)
+        attn_weights = torch.softmax(
+            attn_scores / keys.shape[-1]**0.5, dim=-1
+        )
+        attn_weights = self.dropout(attn_weights)
+
+        context_vec = attn_weights @ values  # (b, num_tokens, d_out)
+        return context_vec
+
+
+class MultiHeadAttentionWrapper(nn.Module):
+    """Multi-head attention as a stack of ``CausalAttention`` heads (ch03_attention, 3.6.1)."""
+
+    def __init__(self, d_in, d_out, context_length,
+                 dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            [CausalAttention(
+                d_in, d_out, context_length, dropout, qkv_bias
+            )
+             for _ in range(num_heads)]
+        )
+
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads], dim=-1)  # (b, num_tokens, num_heads * d_out)
+
+
+def check_heads(d_out, num_heads):
+    """Raise a clear ``ValueError`` unless ``d_out`` splits evenly into ``num_heads`` heads (ch03_attention, 3.6.2)."""
+    if num_heads < 1 or d_out % num_heads != 0:
+        raise ValueError(
+            f"d_out must be divisible by num_heads, got d_out={d_out} and num_heads={num_heads}; "
+            f"each head gets d_out // num_heads dimensions"
+        )
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head causal attention with weight splits, the book's efficient version (ch03_attention, 3.6.2)."""
+
+    def __init__(self, d_in, d_out,
+                 context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        check_heads(d_out, num_heads)
+
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads  # reduce the projection dim to match the desired output dim
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)  # combines the head outputs
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer(
+            'mask',
+            torch.triu(torch.ones(context_length, context_length),
+                       diagonal=1)
+        )
+
+    def forward(self, x):
+        b, num_tokens, d_in = x.shape
+        keys = self.W_key(x)  # (b, num_tokens, d_out)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        # Split the last dim into heads: (b, num_tokens, d_out) -> (b, num_tokens, num_heads, head_dim)
+        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim)
+        values = values.view(b, num_tokens, self.num_heads, self.head_dim)
+        queries = queries.view(
+            b, num_tokens, self.num_heads, self.head_dim
+        )
+
+        # (b, num_tokens, num_heads, head_dim) -> (b, num_heads, num_tokens, head_dim)
+        keys = keys.transpose(1, 2)
+        queries = queries.transpose(1, 2)
+        values = values.transpose(1, 2)
+
+        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_tokens)
+        mask_bool = self.mask.bool()[:num_tokens, :num_tokens]
+        attn_scores.masked_fill_(mask_bool, -torch.inf)
+
+        attn_weights = torch.softmax(
+            attn_scores / keys.shape[-1]**0.5, dim=-1)
+        attn_weights = self.dropout(attn_weights)
+
+        context_vec = (attn_weights @ values).transpose(1, 2)  # (b, num_tokens, num_heads, head_dim)
+
+        context_vec = context_vec.contiguous().view(
+            b, num_tokens, self.d_out
+        )  # combine heads: (b, num_tokens, d_out)
+        context_vec = self.out_proj(context_vec)  # optional linear projection
+        return context_vec
+
+
+class MultiHeadAttentionSDPA(MultiHeadAttention):
+    """``MultiHeadAttention`` computed the fast way (ch03_attention, beyond the book).
+
+    Same parameters, buffers and state-dict keys as ``MultiHeadAttention`` (weights load into either class), but
+    the three projections run as one fused matrix multiply and the attention itself is PyTorch's
+    ``scaled_dot_product_attention`` (flash / memory-efficient kernels, causal, dropout only in training).
+    """
+
+    def qkv_weight_and_bias(self):
+        """The query, key and value projections stacked into one: weight (3 * d_out, d_in), bias or None."""
+        weight = torch.cat([self.W_query.weight, self.W_key.weight, self.W_value.weight])
+        if self.W_query.bias is None:
+            return weight, None
+        return weight, torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
+
+    def forward(self, x):
+        b, num_tokens, d_in = x.shape
+        weight, bias = self.qkv_weight_and_bias()
+        qkv = F.linear(x, weight, bias)  # (b, num_tokens, 3 * d_out)
+        qkv = qkv.view(b, num_tokens, 3, self.num_heads, self.head_dim)
+        queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, num_heads, num_tokens, head_dim)
+
+        context_vec = F.scaled_dot_product_attention(
+            queries, keys, values, is_causal=True,
+            dropout_p=self.dropout.p if self.training else 0.0,
+        )  # (b, num_heads, num_tokens, head_dim)
+        context_vec = context_vec.transpose(1, 2).reshape(b, num_tokens, self.d_out)
+        return self.out_proj(context_vec)  # (b, num_tokens, d_out)
+
+
+ATTENTION_IMPLEMENTATIONS = {
+    "scratch": MultiHeadAttention,  # the book's code (default)
+    "sdpa": MultiHeadAttentionSDPA,  # fused QKV + scaled_dot_product_attention
+}
+
+
+def attention_class(attn_impl):
+    """The multi-head attention class for ``cfg["attn_impl"]``: ``"scratch"`` or ``"sdpa"`` (ch04_gpt_model)."""
+    if attn_impl not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"Unknown attn_impl {attn_impl!r}: use one of {sorted(ATTENTION_IMPLEMENTATIONS)} "
+            "('scratch' is the book's code, 'sdpa' the fast path)"
+        )
+    return ATTENTION_IMPLEMENTATIONS[attn_impl]

@@ -1,0 +1,266 @@
+"""Timing helpers shared by the benchmark scripts (``benchmarks/``) and the notebooks: one source of truth.
+
+Introduced in ch03_attention (fast path: ``compare_attention``) and ch04_gpt_model (KV cache:
+``compare_generation``). Every figure is measured in one run on one machine, so print ``machine_label()`` next
+to it: speedups are ratios on that machine, not universal constants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .attention import MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper
+from .gpt import GPT_CONFIG_124M, GPTModel, generate_text_simple
+
+# tiktoken's ids for "Hello, I am": used when tiktoken's vocabulary cannot be loaded (offline, no cache).
+_HELLO_PROMPT = "Hello, I am"
+_HELLO_IDS = [15496, 11, 314, 716]
+
+
+def _device(device) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_label(device=None) -> str:
+    """Where a timing was measured, e.g. ``"CPU: AMD EPYC, 2 threads, torch 2.13.0"`` (ch03_attention, fast path).
+
+    ``device`` is a ``torch.device`` or a string; ``None`` means the CPU.
+    """
+    device = _device(device)
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    if device.type != "cpu":
+        return f"{device.type.upper()}, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    plural = "" if threads == 1 else "s"
+    return f"CPU: {_cpu_model()}, {threads} thread{plural}, torch {torch.__version__}"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1, device=None) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls.
+
+    On CUDA the GPU is synchronized before and after each call, so the time covers the kernels, not just
+    their launch (ch03_attention, fast path).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    device = _device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def compare_attention(batch_size: int = 8, num_tokens: int = 1024, d_model: int = 768, num_heads: int = 12, *,
+                      device="cpu", dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16),
+                      repeats: int = 3):
+    """Forward time of the three multi-head attentions on a (batch_size, num_tokens, d_model) input.
+
+    Introduced in ch03_attention (fast path). Compares the book's ``MultiHeadAttentionWrapper`` (``num_heads``
+    ``CausalAttention`` heads of ``d_model // num_heads`` each, so the output is ``d_model`` wide), the book's
+    ``MultiHeadAttention`` and ``MultiHeadAttentionSDPA`` (same weights as ``MultiHeadAttention``), in eval
+    mode, without gradients, dropout 0. Returns a ``pandas.DataFrame`` with one row per implementation and
+    dtype: ``ms`` (median), ``speedup`` (``MultiHeadAttention``'s time over this one's, same dtype) and
+    ``max_abs_diff`` (largest difference from ``MultiHeadAttention``'s output; empty for the wrapper, whose
+    weights differ).
+    """
+    import pandas as pd
+
+    device = _device(device)
+    torch.manual_seed(123)
+    head_dim = d_model // num_heads
+    modules = {
+        "MultiHeadAttentionWrapper": MultiHeadAttentionWrapper(d_model, head_dim, num_tokens, 0.0, num_heads),
+        "MultiHeadAttention": MultiHeadAttention(d_model, d_model, num_tokens, 0.0, num_heads),
+        "MultiHeadAttentionSDPA": MultiHeadAttentionSDPA(d_model, d_model, num_tokens, 0.0, num_heads),
+    }
+    modules["MultiHeadAttentionSDPA"].load_state_dict(modules["MultiHeadAttention"].state_dict())
+    x_fp32 = torch.randn(batch_size, num_tokens, d_model, generator=torch.Generator().manual_seed(456))
+
+    rows = []
+    for dtype in dtypes:
+        x = x_fp32.to(device=device, dtype=dtype)
+        outputs, runs = {}, {name: [] for name in modules}
+        with torch.no_grad():
+            converted = {name: copy.deepcopy(m).to(device=device, dtype=dtype).eval() for name, m in modules.items()}
+            for name, module in converted.items():
+                outputs[name] = module(x)  # also the warm-up call
+            for _ in range(repeats):  # interleaved, so a change in the machine's load hits every row alike
+                for name, module in converted.items():
+                    runs[name].append(time_call(lambda m=module: m(x), repeats=1, warmup=0, device=device))
+        times = {name: statistics.median(seconds) for name, seconds in runs.items()}
+        reference = outputs["MultiHeadAttention"].float()
+        for name in modules:
+            diff = None
+            if name != "MultiHeadAttentionWrapper":
+                diff = (outputs[name].float() - reference).abs().max().item()
+            rows.append({
+                "implementation": name,
+                "dtype": _dtype_name(dtype),
+                "ms": 1000 * times[name],
+                "speedup": times["MultiHeadAttention"] / times[name],
+                "max_abs_diff": diff,
+            })
+        del outputs, converted
+    return pd.DataFrame(rows)
+
+
+def _encode(prompt) -> list[int]:
+    if not isinstance(prompt, str):
+        return [int(i) for i in prompt]  # already token ids
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("gpt2").encode(prompt)
+    except Exception:
+        if prompt == _HELLO_PROMPT:  # offline without tiktoken's cache: the ids are known
+            return list(_HELLO_IDS)
+        raise
+
+
+def _transformers_gpt2(model: GPTModel, cfg):
+    """``transformers.GPT2LMHeadModel`` of the same size holding ``model``'s (random) weights; no download."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=cfg["vocab_size"], n_positions=cfg["context_length"], n_embd=cfg["emb_dim"],
+        n_layer=cfg["n_layers"], n_head=cfg["n_heads"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5, activation_function="gelu_new", tie_word_embeddings=False,
+    )
+    hf = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        hf.transformer.wte.weight.copy_(model.tok_emb.weight)
+        hf.transformer.wpe.weight.copy_(model.pos_emb.weight)
+        for block, h in zip(model.trf_blocks, hf.transformer.h):
+            att = block.att
+            # transformers' Conv1D stores weights as (in_features, out_features): transpose nn.Linear's
+            h.attn.c_attn.weight.copy_(torch.cat([att.W_query.weight, att.W_key.weight, att.W_value.weight]).T)
+            if att.W_query.bias is None:
+                h.attn.c_attn.bias.zero_()
+            else:
+                h.attn.c_attn.bias.copy_(torch.cat([att.W_query.bias, att.W_key.bias, att.W_value.bias]))
+            h.attn.c_proj.weight.copy_(att.out_proj.weight.T)
+            h.attn.c_proj.bias.copy_(att.out_proj.bias)
+            h.mlp.c_fc.weight.copy_(block.ff.layers[0].weight.T)
+            h.mlp.c_fc.bias.copy_(block.ff.layers[0].bias)
+            h.mlp.c_proj.weight.copy_(block.ff.layers[2].weight.T)
+            h.mlp.c_proj.bias.copy_(block.ff.layers[2].bias)
+            for ln, norm in ((h.ln_1, block.norm1), (h.ln_2, block.norm2)):
+                ln.weight.copy_(norm.scale)
+                ln.bias.copy_(norm.shift)
+        hf.transformer.ln_f.weight.copy_(model.final_norm.scale)
+        hf.transformer.ln_f.bias.copy_(model.final_norm.shift)
+        hf.lm_head.weight.copy_(model.out_head.weight)
+    return hf
+
+
+def compare_generation(cfg=GPT_CONFIG_124M, *, prompt=_HELLO_PROMPT, max_new_tokens: int = 200, device="cpu",
+                       include_transformers: bool = True, repeats: int = 1):
+    """Greedy generation speed: the book's loop, the same loop with a KV cache, and ``transformers``.
+
+    Introduced in ch04_gpt_model (KV cache). A seeded random ``GPTModel(cfg)`` (eval mode, no gradients)
+    generates ``max_new_tokens`` tokens after ``prompt`` (a string, or token ids) with
+    ``generate_text_simple(..., use_cache=False)`` and ``use_cache=True``; the two must produce the same
+    tokens (else ``AssertionError``: a speedup for a wrong output is no speedup). If ``transformers`` is
+    installed and ``include_transformers``, a ``GPT2LMHeadModel`` of the same size holding the same random
+    weights (built from a ``GPT2Config``, nothing downloaded) runs ``generate(do_sample=False)`` with its
+    default KV cache. Returns a ``pandas.DataFrame``: ``seconds`` (median of ``repeats``), ``tokens_per_s``,
+    ``speedup_vs_no_cache`` and, with transformers, ``vs_transformers`` (tokens/s over transformers');
+    ``same_tokens`` says whether a row's tokens equal the no-cache row's.
+    """
+    import pandas as pd
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    device = _device(device)
+    context_size = cfg["context_length"]
+    torch.manual_seed(123)
+    model = GPTModel(cfg).to(device).eval()
+    idx = torch.tensor([_encode(prompt)], device=device)
+    if include_transformers and idx.shape[1] + max_new_tokens > context_size:
+        raise ValueError(
+            f"transformers' GPT-2 cannot go past its {context_size} positions (prompt {idx.shape[1]} + "
+            f"{max_new_tokens} new tokens); pass include_transformers=False to time only generate_text_simple"
+        )
+
+    results = {}  # name -> (seconds, output token ids)
+
+    def measure(name, generate):
+        generate(min(2, max_new_tokens))  # warm-up: first-call allocations and kernel selection
+        out = {}
+        seconds = time_call(lambda: out.update(ids=generate(max_new_tokens)), repeats=repeats, warmup=0,
+                            device=device)
+        results[name] = (seconds, out["ids"].cpu())
+
+    with torch.no_grad():
+        for name, use_cache in (("no cache", False), ("KV cache", True)):
+            measure(name, lambda n, c=use_cache: generate_text_simple(model, idx, n, context_size, use_cache=c))
+        assert torch.equal(results["no cache"][1], results["KV cache"][1]), \
+            "generation with the KV cache produced different tokens than without it"
+
+        has_transformers = False
+        if include_transformers:
+            try:
+                import transformers
+            except ImportError:
+                transformers = None
+            if transformers is not None:
+                has_transformers = True
+                transformers.logging.set_verbosity_error()
+                hf = _transformers_gpt2(model, cfg).to(device).eval()
+                mask = torch.ones_like(idx)
+                measure("transformers generate()", lambda n: hf.generate(
+                    idx, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                    pad_token_id=cfg["vocab_size"] - 1))
+                del hf
+
+    base = results["no cache"][0]
+    reference = results["no cache"][1]
+    rows = []
+    for name, (seconds, ids) in results.items():
+        row = {
+            "implementation": name,
+            "new_tokens": max_new_tokens,
+            "seconds": seconds,
+            "tokens_per_s": max_new_tokens / seconds,
+            "speedup_vs_no_cache": base / seconds,
+        }
+        if has_transformers:
+            row["vs_transformers"] = results["transformers generate()"][0] / seconds
+        row["same_tokens"] = ids.shape == reference.shape and bool(torch.equal(ids, reference))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["compare_attention", "compare_generation", "machine_label", "time_call"]

@@ -1,0 +1,221 @@
+"""KV-cache generation for ``GPTModel`` (ch04_gpt_model, beyond the book).
+
+Without a cache, every new token recomputes the keys and values of the whole context. With one, each step
+feeds only the newest token through the model and attends to the keys and values kept from earlier steps.
+The cache works on the model's own modules and weights (any ``attn_impl``), so it needs no change to the
+book's classes, and it reproduces the book's loop exactly, including the crop to ``context_size``: once the
+text is longer than the context, positions shift, so the cache is refilled from the last ``context_size``
+tokens, just as the full recomputation sees them.
+
+A decoding step works on one token, so its cost is reading every weight once (memory bound) plus a few
+hundred tiny operations. The fast path therefore prepares once per generation what it can (the query/key/value
+weights stacked into one matrix; on CPU, for long generations, the weights copied into the layout that
+matrix-vector products read fastest) and runs per step as few operations as it can (fused ``layer_norm`` and
+``gelu`` kernels for the book's ``LayerNorm`` and ``GELU``, which compute the same functions; the output head
+for the last position only; a preallocated cache; ``torch.inference_mode``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far: (n_layers, b, num_heads, max_tokens, head_dim)."""
+
+    def __init__(self, n_layers, batch_size, num_heads, max_tokens, head_dim, device, dtype):
+        shape = (n_layers, batch_size, num_heads, max_tokens, head_dim)
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.max_tokens = max_tokens
+        self.length = 0  # tokens stored so far
+
+    @classmethod
+    def for_model(cls, model, batch_size, max_tokens):
+        att = model.trf_blocks[0].att
+        weight = model.tok_emb.weight
+        return cls(len(model.trf_blocks), batch_size, att.num_heads, max_tokens, att.head_dim,
+                   weight.device, weight.dtype)
+
+    def append(self, layer, keys, values):
+        """Store (b, num_heads, n_new, head_dim) keys/values; return all of this layer's, new ones included."""
+        end = self.length + keys.shape[2]
+        if end > self.max_tokens:
+            raise ValueError(f"KV cache holds {self.max_tokens} tokens; cannot store {end}")
+        self.keys[layer, :, :, self.length:end] = keys
+        self.values[layer, :, :, self.length:end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
+def cached_attention(att, x, cache, layer, qkv=None, out_proj=None):
+    """Multi-head attention of new tokens ``x`` (b, n_new, d_in) over the cached and the new tokens.
+
+    ``qkv`` computes the fused query/key/value projection, (b, n_new, 3 * d_out), and ``out_proj`` the output
+    projection: prepared once per generation by the caller, or made here from ``att`` when omitted.
+    """
+    b, n_new, _ = x.shape
+    qkv = fused_qkv(att) if qkv is None else qkv
+    out_proj = att.out_proj if out_proj is None else out_proj
+    qkv_out = qkv(x).view(b, n_new, 3, att.num_heads, att.head_dim)
+    queries, keys, values = qkv_out.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, num_heads, n_new, head_dim)
+    start = cache.length
+    keys, values = cache.append(layer, keys, values)  # (b, num_heads, n_seen, head_dim)
+    n_seen = keys.shape[2]
+    if n_new == 1:
+        # One query that may look at every position: two small matrix products, no mask
+        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, 1, n_seen)
+        attn_weights = torch.softmax(attn_scores / math.sqrt(att.head_dim), dim=-1)
+        context_vec = attn_weights @ values  # (b, num_heads, 1, head_dim)
+    elif start == 0:
+        # Prefill: plain causal attention over the new tokens
+        context_vec = F.scaled_dot_product_attention(queries, keys, values, is_causal=True)
+    else:
+        # New token i sits at position start + i and may look at every position up to its own
+        mask = torch.ones(n_new, n_seen, dtype=torch.bool, device=x.device).tril(diagonal=start)
+        context_vec = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+    context_vec = context_vec.transpose(1, 2).reshape(b, n_new, att.d_out)
+    return out_proj(context_vec)  # (b, n_new, d_out)
+
+
+class FastLinear:
+    """``nn.Linear``'s function, y = x W^T + b, optionally with W stored transposed, (in_features, out_features).
+
+    ``weights`` is one (out, in) matrix or a list of them, stacked into one (as for the fused QKV projection).
+    For one token a linear layer is a matrix-vector product, and on CPUs (MKL) reading W in the (in, out)
+    layout, the one GPT-2's original Conv1D uses, is about 1.2x faster than in ``nn.Linear``'s (out, in). The
+    transposed copy costs memory and time once, so it is made only when ``transpose=True``.
+    """
+
+    def __init__(self, weights, bias=None, transpose=False):
+        weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+        self.bias = bias
+        if transpose:
+            self.weight, self.weight_t = None, torch.cat([w.T for w in weights], dim=1)  # (in, out), one copy
+        else:
+            self.weight, self.weight_t = torch.cat(weights) if len(weights) > 1 else weights[0], None
+
+    def __call__(self, x):
+        if self.weight_t is None:
+            return F.linear(x, self.weight, self.bias)
+        x2d = x.reshape(-1, x.shape[-1])
+        y = x2d @ self.weight_t if self.bias is None else torch.addmm(self.bias, x2d, self.weight_t)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def fused_qkv(att, transpose=False):
+    """The query, key and value projections of ``att`` as one ``FastLinear``: (b, n, d_in) -> (b, n, 3 * d_out)."""
+    bias = None
+    if att.W_query.bias is not None:
+        bias = torch.cat([att.W_query.bias, att.W_key.bias, att.W_value.bias])
+    return FastLinear([att.W_query.weight, att.W_key.weight, att.W_value.weight], bias, transpose)
+
+
+def _fast(module, transpose=False):
+    """A function computing ``module``: fused kernels for the book's LayerNorm and GELU, ``FastLinear`` for
+    ``nn.Linear``, nothing for dropout in eval mode; any other module is used as it is."""
+    from .gpt import GELU, FeedForward, LayerNorm  # here, not at the top: gpt imports this module
+
+    if type(module) is FeedForward:
+        return _fast(module.layers, transpose)
+    if type(module) is LayerNorm:
+        return lambda x: F.layer_norm(x, module.scale.shape, module.scale, module.shift, module.eps)
+    if type(module) is GELU:
+        return lambda x: F.gelu(x, approximate="tanh")  # the same tanh approximation as the book's GELU
+    if type(module) is nn.Linear:
+        return FastLinear(module.weight, module.bias, transpose)
+    if type(module) is nn.Dropout and not (module.training and module.p > 0):
+        return lambda x: x
+    if type(module) is nn.Sequential:
+        steps = [_fast(m, transpose) for m in module]
+
+        def run(x):
+            for step in steps:
+                x = step(x)
+            return x
+        return run
+    return module
+
+
+def _unfused_qkv(att):
+    """The query, key and value projections run one by one, no weight copy: (b, n, d_in) -> (b, n, 3 * d_out)."""
+    return lambda x: torch.cat([att.W_query(x), att.W_key(x), att.W_value(x)], dim=-1)
+
+
+class DecodePlan:
+    """What a cached generation prepares once and ``forward_with_cache`` uses at every step (ch04_gpt_model,
+    KV cache): the blocks' modules as fast functions and, with ``fuse=True``, each block's query/key/value
+    weights stacked into one matrix; with ``transpose=True`` also every linear layer's weights copied into
+    the (in, out) layout (see ``FastLinear``). Build it again whenever the weights change.
+    """
+
+    def __init__(self, model, transpose=False, fuse=True):
+        self.drop_emb = _fast(model.drop_emb)
+        self.final_norm = _fast(model.final_norm)
+        self.out_head = _fast(model.out_head, transpose)
+        self.blocks = [
+            (block.att, fused_qkv(block.att, transpose) if fuse else _unfused_qkv(block.att),
+             _fast(block.att.out_proj, transpose), _fast(block.norm1), _fast(block.norm2),
+             _fast(block.ff, transpose), _fast(block.drop_shortcut))
+            for block in model.trf_blocks
+        ]
+
+
+@torch.no_grad()
+def forward_with_cache(model, new_idx, cache, last_only=False, plan=None):
+    """Logits (b, n_new, vocab_size) for ``new_idx`` (b, n_new), the tokens after the ``cache.length`` seen.
+
+    ``last_only=True`` returns the logits of the last position only, (b, 1, vocab_size): all that greedy
+    generation needs. ``plan``: a ``DecodePlan(model)`` built once per generation (faster); without one, each
+    call uses the model's modules as they are (no weight copies, nothing to keep in sync with the weights).
+    """
+    plan = DecodePlan(model, fuse=False) if plan is None else plan
+    start = cache.length
+    positions = torch.arange(start, start + new_idx.shape[1], device=new_idx.device)
+    x = plan.drop_emb(model.tok_emb(new_idx) + model.pos_emb(positions))  # (b, n_new, emb_dim)
+    for layer, (att, qkv, out_proj, norm1, norm2, ff, drop_shortcut) in enumerate(plan.blocks):
+        x = drop_shortcut(cached_attention(att, norm1(x), cache, layer, qkv, out_proj)) + x
+        x = drop_shortcut(ff(norm2(x))) + x
+    cache.length += new_idx.shape[1]
+    if last_only:
+        x = x[:, -1:]
+    return plan.out_head(plan.final_norm(x))
+
+
+# Below this many new tokens, copying the weights into the (in, out) layout costs more than it saves (on CPU,
+# the copy takes about as long as 50 steps save: both scale with the model's size).
+TRANSPOSE_MIN_TOKENS = 64
+
+
+def generate_text_cached(model, idx, max_new_tokens, context_size, transpose=None):
+    """``generate_text_simple`` with a KV cache: the same greedy tokens, one model step per new token.
+
+    ``transpose``: use a copy of the linear layers' weights in the (in, out) layout (see ``FastLinear``); ``None``
+    (default) does so on CPU for ``max_new_tokens >= TRANSPOSE_MIN_TOKENS``. The copy lives only during the call.
+    """
+    from .gpt import check_token_ids
+
+    context_length = model.pos_emb.num_embeddings
+    if context_size > context_length:
+        raise ValueError(f"context_size={context_size} exceeds the model's context_length={context_length}")
+    check_token_ids(idx[:, -context_size:], context_length)
+    if transpose is None:
+        transpose = idx.device.type == "cpu" and max_new_tokens >= TRANSPOSE_MIN_TOKENS
+    cache = None
+    with torch.inference_mode():
+        plan = DecodePlan(model, transpose)
+        for _ in range(max_new_tokens):
+            if cache is None or cache.length == context_size:
+                # (Re)fill: the last context_size tokens at positions 0.., as the full recomputation sees them
+                if cache is None:
+                    cache = KVCache.for_model(model, idx.shape[0], context_size)
+                cache.length = 0
+                logits = forward_with_cache(model, idx[:, -context_size:], cache, last_only=True, plan=plan)
+            else:
+                logits = forward_with_cache(model, idx[:, -1:], cache, last_only=True, plan=plan)
+            idx_next = torch.argmax(logits[:, -1, :], dim=-1, keepdim=True)  # (batch, 1)
+            idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens+1)
+    return idx.clone()  # a normal tensor again (tensors made under inference_mode cannot enter autograd)
