@@ -43,11 +43,9 @@ for _var, _sub in (("LLMSCRATCH_DATA_MIRROR", "data"), ("TIKTOKEN_CACHE_DIR", "t
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-try:
-    import llmscratch
-except ImportError:  # a clone without `pip install -e .`
+if (REPO_ROOT / "shared" / "llmscratch").is_dir():  # in a clone: this clone's package, installed or not
     sys.path.insert(0, str(REPO_ROOT / "shared"))
-    import llmscratch
+import llmscratch  # noqa: E402
 
 SEED = 123  # the book's seed, for the weights and the loader's shuffle
 TRAIN_RATIO = 0.90  # chapter 5 trains on the first 90% of the-verdict
