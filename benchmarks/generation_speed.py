@@ -14,10 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-try:
-    import llmscratch  # noqa: F401
-except ImportError:  # a clone without an install: use the package next to this script
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
+SHARED = Path(__file__).resolve().parent.parent / "shared"
+if (SHARED / "llmscratch").is_dir():  # in a clone: time this clone's package, installed or not
+    sys.path.insert(0, str(SHARED))
 
 import torch
 
