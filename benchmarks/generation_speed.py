@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
-SHARED = Path(__file__).resolve().parent.parent / "shared"
-if (SHARED / "llmscratch").is_dir():  # in a clone: time this clone's package, installed or not
-    sys.path.insert(0, str(SHARED))
-
+import _clone  # noqa: F401  (first: this clone's llmscratch)
 import torch
 
 from llmscratch.benchmarking import compare_generation, machine_label

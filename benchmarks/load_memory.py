@@ -25,11 +25,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import llmscratch  # noqa: F401  (installed, or on the path)
-except ImportError:  # a clone without `pip install -e .`
-    sys.path.insert(0, str(ROOT / "shared"))
+from _clone import SHARED  # first: this clone's llmscratch
 
 import torch  # noqa: E402
 
@@ -132,7 +128,7 @@ def main(argv=None) -> float:
             torch.save(model.state_dict(), path)
             del model
             file_size = path.stat().st_size
-        code = CHILD.format(shared=str(ROOT / "shared"), path=str(path))
+        code = CHILD.format(shared=str(SHARED), path=str(path))
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if out.returncode != 0:

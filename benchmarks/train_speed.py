@@ -33,9 +33,9 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _clone import REPO_ROOT  # first: this clone's llmscratch
+
 for _var, _sub in (("LLMSCRATCH_DATA_MIRROR", "data"), ("TIKTOKEN_CACHE_DIR", "tiktoken_cache")):
     if not os.environ.get(_var) and (REPO_ROOT.parent / "shared" / _sub).is_dir():
         os.environ[_var] = str(REPO_ROOT.parent / "shared" / _sub)
@@ -43,8 +43,6 @@ for _var, _sub in (("LLMSCRATCH_DATA_MIRROR", "data"), ("TIKTOKEN_CACHE_DIR", "t
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-if (REPO_ROOT / "shared" / "llmscratch").is_dir():  # in a clone: this clone's package, installed or not
-    sys.path.insert(0, str(REPO_ROOT / "shared"))
 import llmscratch  # noqa: E402
 
 SEED = 123  # the book's seed, for the weights and the loader's shuffle

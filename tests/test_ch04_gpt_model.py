@@ -17,14 +17,7 @@ TINY = {"vocab_size": 97, "context_length": 12, "emb_dim": 16, "n_heads": 4, "n_
         "qkv_bias": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one CPU thread: as fast for these small workloads, and immune to stalls of torch's thread pool
-    when other processes load the machine (2 threads on a busy 2-core CPU made some tests 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def count_params(model):

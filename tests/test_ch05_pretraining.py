@@ -29,16 +29,7 @@ TEXT = (
 ) * 4
 
 
-@pytest.fixture(autouse=True)
-def single_thread(request):
-    """Tiny models run fastest on one thread, and a busy machine makes more threads much slower."""
-    if request.node.get_closest_marker("slow") is not None:  # GPT-2 sized work: keep every thread
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

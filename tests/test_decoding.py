@@ -15,16 +15,7 @@ TINY_CONFIG = {
 }
 
 
-@pytest.fixture(autouse=True)
-def single_thread(request):
-    """Tiny models run fastest on one thread, and a busy machine makes more threads much slower."""
-    if request.node.get_closest_marker("slow") is not None:  # GPT-2 sized work: keep every thread
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def book_generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None):
@@ -167,14 +158,16 @@ def test_batch_size_one_eos_matches_the_book_on_a_gpt(tiny_model):
         assert torch.equal(generate(tiny_model, idx, 25, 16, eos_id=eos_id, use_cache=use_cache), expected)
 
 
+@pytest.mark.parametrize("max_new_tokens", [30, 70])
 @pytest.mark.parametrize("temperature, top_k", [(0.0, None), (1.0, None), (1.5, 20)])
-def test_use_cache_equals_no_cache(tiny_model, prompts, temperature, top_k):
-    # 30 new tokens after 5 overflow the context of 16: the cache is refilled, as the crop requires
+def test_use_cache_equals_no_cache(tiny_model, prompts, temperature, top_k, max_new_tokens):
+    # 30 new tokens after 5 overflow the context of 16: the cache is refilled, as the crop requires;
+    # 70 (>= TRANSPOSE_MIN_TOKENS) also takes the transposed-weights path and refills several times
     torch.manual_seed(11)
-    expected = generate(tiny_model, prompts, 30, 16, temperature=temperature, top_k=top_k)
+    expected = generate(tiny_model, prompts, max_new_tokens, 16, temperature=temperature, top_k=top_k)
     torch.manual_seed(11)
-    got = generate(tiny_model, prompts, 30, 16, temperature=temperature, top_k=top_k, use_cache=True)
-    assert got.shape == (2, 35)
+    got = generate(tiny_model, prompts, max_new_tokens, 16, temperature=temperature, top_k=top_k, use_cache=True)
+    assert got.shape == (2, 5 + max_new_tokens)
     assert torch.equal(got, expected)
 
 

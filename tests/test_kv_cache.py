@@ -13,14 +13,7 @@ CFG = {"vocab_size": 101, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_
 ATTN_IMPLS = ["scratch", "sdpa"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one CPU thread: as fast for these small workloads, and immune to stalls of torch's thread pool
-    when other processes load the machine (2 threads on a busy 2-core CPU made some tests 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def make_model(attn_impl, device="cpu", **changes):

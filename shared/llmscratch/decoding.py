@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .gpt import check_token_ids
-from .kv_cache import KVCache, forward_with_cache
+from .kv_cache import CachedDecoder, use_transposed_weights
 
 # The toy vocabulary of the book's temperature demo (ch05_pretraining, 5.3.1)
 TEMPERATURE_DEMO_VOCAB = {
@@ -60,24 +59,6 @@ def print_sampled_tokens(probas, inverse_vocab=None, num_samples=1_000, seed=123
     for i, freq in enumerate(sampled_ids):
         print(f"{freq} x {inverse_vocab[i]}")
     return sampled_ids
-
-
-def _next_token_logits_cached(model, idx, context_size, cache):
-    """Logits (b, vocab_size) of the token after ``idx`` (b, n_tokens), and the cache for the next step.
-
-    The refill rule of ``llmscratch.kv_cache.generate_text_cached``: the cache holds every token but the
-    newest, so only that one goes through the model; once it holds ``context_size`` tokens (the text outgrew
-    the context and positions shift) it is refilled from the last ``context_size`` tokens, exactly what the
-    full recomputation of ``idx[:, -context_size:]`` sees.
-    """
-    if cache is None or cache.length == context_size:
-        if cache is None:
-            cache = KVCache.for_model(model, idx.shape[0], context_size)  # (n_layers, b, heads, context_size, hd)
-        cache.length = 0  # (re)fill from position 0
-        logits = forward_with_cache(model, idx[:, -context_size:], cache)  # (b, min(n_tokens, context_size), vocab)
-    else:
-        logits = forward_with_cache(model, idx[:, -1:], cache)  # (b, 1, vocab_size)
-    return logits[:, -1, :], cache
 
 
 def _check_generate_args(idx, max_new_tokens, context_size, temperature, top_k):
@@ -125,17 +106,16 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     largest logit, as the book's does.
     """
     _check_generate_args(idx, max_new_tokens, context_size, temperature, top_k)
+    decoder = None
     if use_cache:
-        context_length = model.pos_emb.num_embeddings
-        if context_size > context_length:
-            raise ValueError(f"context_size={context_size} exceeds the model's context_length={context_length}")
-        check_token_ids(idx[:, -context_size:], context_length)
-    cache = None
+        with torch.no_grad():
+            decoder = CachedDecoder(model, idx, context_size, use_transposed_weights(idx, max_new_tokens))
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # (batch,)
 
     for _ in range(max_new_tokens):
-        if use_cache:
-            logits, cache = _next_token_logits_cached(model, idx, context_size, cache)  # (batch, vocab_size)
+        if decoder is not None:
+            with torch.no_grad():
+                logits = decoder.next_token_logits(idx)  # (batch, vocab_size)
         else:
             idx_cond = idx[:, -context_size:]  # (batch, n_tokens), at most context_size tokens
             with torch.no_grad():

@@ -185,9 +185,50 @@ def forward_with_cache(model, new_idx, cache, last_only=False, plan=None):
     return plan.out_head(plan.final_norm(x))
 
 
+class CachedDecoder:
+    """Next-token logits for a growing ``idx`` (b, n_tokens), one model step per new token.
+
+    The cache holds every token but the newest, so each call feeds only that one through the model; once the
+    cache holds ``context_size`` tokens (the text outgrew the context and positions shift) it is refilled from
+    the last ``context_size`` tokens, exactly what the book's full recomputation of ``idx[:, -context_size:]``
+    sees. Both ``generate_text_cached`` and ``llmscratch.generate(..., use_cache=True)`` decode with it.
+    ``transpose``: see ``FastLinear`` and ``DecodePlan``. Use it under ``torch.inference_mode()`` or
+    ``torch.no_grad()``, and build a new one whenever the weights change.
+    """
+
+    def __init__(self, model, idx, context_size, transpose=False):
+        from .gpt import check_token_ids  # here, not at the top: gpt imports this module
+
+        context_length = model.pos_emb.num_embeddings
+        if context_size > context_length:
+            raise ValueError(f"context_size={context_size} exceeds the model's context_length={context_length}")
+        check_token_ids(idx[:, -context_size:], context_length)
+        self.model = model
+        self.context_size = context_size
+        self.plan = DecodePlan(model, transpose)
+        self.cache = KVCache.for_model(model, idx.shape[0], context_size)  # (n_layers, b, heads, context_size, hd)
+        self.filled = False
+
+    def next_token_logits(self, idx):
+        """Logits (b, vocab_size) of the token after ``idx`` (b, n_tokens); ``idx`` grows by one column a call."""
+        if not self.filled or self.cache.length == self.context_size:
+            self.cache.length = 0  # (re)fill from position 0 with the last context_size tokens
+            new_tokens = idx[:, -self.context_size:]  # (b, min(n_tokens, context_size))
+            self.filled = True
+        else:
+            new_tokens = idx[:, -1:]  # (b, 1): the cache holds every earlier token
+        logits = forward_with_cache(self.model, new_tokens, self.cache, last_only=True, plan=self.plan)
+        return logits[:, -1, :]  # (b, vocab_size)
+
+
 # Below this many new tokens, copying the weights into the (in, out) layout costs more than it saves (on CPU,
 # the copy takes about as long as 50 steps save: both scale with the model's size).
 TRANSPOSE_MIN_TOKENS = 64
+
+
+def use_transposed_weights(idx, max_new_tokens):
+    """The default of ``transpose``: on CPU, for generations of at least ``TRANSPOSE_MIN_TOKENS`` tokens."""
+    return idx.device.type == "cpu" and max_new_tokens >= TRANSPOSE_MIN_TOKENS
 
 
 def generate_text_cached(model, idx, max_new_tokens, context_size, transpose=None):
@@ -196,26 +237,12 @@ def generate_text_cached(model, idx, max_new_tokens, context_size, transpose=Non
     ``transpose``: use a copy of the linear layers' weights in the (in, out) layout (see ``FastLinear``); ``None``
     (default) does so on CPU for ``max_new_tokens >= TRANSPOSE_MIN_TOKENS``. The copy lives only during the call.
     """
-    from .gpt import check_token_ids
-
-    context_length = model.pos_emb.num_embeddings
-    if context_size > context_length:
-        raise ValueError(f"context_size={context_size} exceeds the model's context_length={context_length}")
-    check_token_ids(idx[:, -context_size:], context_length)
     if transpose is None:
-        transpose = idx.device.type == "cpu" and max_new_tokens >= TRANSPOSE_MIN_TOKENS
-    cache = None
+        transpose = use_transposed_weights(idx, max_new_tokens)
     with torch.inference_mode():
-        plan = DecodePlan(model, transpose)
+        decoder = CachedDecoder(model, idx, context_size, transpose)
         for _ in range(max_new_tokens):
-            if cache is None or cache.length == context_size:
-                # (Re)fill: the last context_size tokens at positions 0.., as the full recomputation sees them
-                if cache is None:
-                    cache = KVCache.for_model(model, idx.shape[0], context_size)
-                cache.length = 0
-                logits = forward_with_cache(model, idx[:, -context_size:], cache, last_only=True, plan=plan)
-            else:
-                logits = forward_with_cache(model, idx[:, -1:], cache, last_only=True, plan=plan)
-            idx_next = torch.argmax(logits[:, -1, :], dim=-1, keepdim=True)  # (batch, 1)
+            logits = decoder.next_token_logits(idx)  # (batch, vocab_size)
+            idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
             idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens+1)
     return idx.clone()  # a normal tensor again (tensors made under inference_mode cannot enter autograd)
