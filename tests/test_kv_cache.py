@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from llmscratch import GPTModel, generate_text_simple
-from llmscratch.kv_cache import TRANSPOSE_MIN_TOKENS, FastLinear, KVCache, forward_with_cache, generate_text_cached
+from llmscratch.kv_cache import (TRANSPOSE_MIN_TOKENS, FastLinear, KVCache, forward_with_cache, generate_text_cached,
+                                 transposed_blocks)
 
 CFG = {"vocab_size": 101, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2, "drop_rate": 0.1,
        "qkv_bias": True}
@@ -64,19 +65,41 @@ def test_long_generation_uses_the_default_layout_choice():
     assert_cached_equals_uncached(model, idx, TRANSPOSE_MIN_TOKENS + 6, 16)  # past the context, transposed
 
 
-@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("transpose, chunks", [(False, None), (True, 1), (True, 2), (True, 3), (True, 4)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_fast_linear_equals_nn_linear(transpose, bias):
+def test_fast_linear_equals_nn_linear(transpose, chunks, bias):
+    # 15 output features: 2 and 4 blocks need padding columns, and blocks straddle the stacked weights
     torch.manual_seed(0)
     linears = [torch.nn.Linear(8, 5, bias=bias) for _ in range(3)]
     x = torch.randn(2, 3, 8)
     stacked = FastLinear([lin.weight for lin in linears],
-                         torch.cat([lin.bias for lin in linears]) if bias else None, transpose)
+                         torch.cat([lin.bias for lin in linears]) if bias else None, transpose, chunks)
     with torch.no_grad():
         expected = torch.cat([lin(x) for lin in linears], dim=-1)  # (2, 3, 15)
         torch.testing.assert_close(stacked(x), expected, atol=1e-6, rtol=0)
-        torch.testing.assert_close(FastLinear(linears[0].weight, linears[0].bias, transpose)(x), linears[0](x),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(stacked(x[0, 0]), expected[0, 0], atol=1e-6, rtol=0)  # one token, no batch
+        torch.testing.assert_close(FastLinear(linears[0].weight, linears[0].bias, transpose, chunks)(x),
+                                   linears[0](x), atol=1e-6, rtol=0)
+
+
+def test_transposed_blocks_layout():
+    weights = [torch.arange(12.0).view(3, 4), torch.arange(12.0, 20.0).view(2, 4)]  # stacked: (5, 4)
+    blocks = transposed_blocks(weights, 2)  # (2, 4, 3): output features 0-2 and 3-4 (+ one zero column)
+    stacked_t = torch.cat(weights).T  # (4, 5)
+    assert blocks.shape == (2, 4, 3)
+    assert torch.equal(blocks[0], stacked_t[:, :3]) and torch.equal(blocks[1, :, :2], stacked_t[:, 3:])
+    assert torch.equal(blocks[1, :, 2], torch.zeros(4))
+    with pytest.raises(ValueError, match="same in_features"):
+        transposed_blocks([torch.zeros(2, 4), torch.zeros(2, 3)], 2)
+
+
+def test_cached_generation_with_one_weight_block_per_thread(monkeypatch):
+    """On a CPU with several threads the transposed weights are cut into one block per thread."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    model = make_model("sdpa")
+    idx = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    expected = generate_text_simple(model, idx, 40, 16)
+    assert torch.equal(generate_text_cached(model, idx, 40, 16, transpose=True), expected)
 
 
 @pytest.mark.parametrize("attn_impl", ATTN_IMPLS)
