@@ -79,12 +79,19 @@ def test_generate_from_checkpoint(trained):
     assert result.stdout.startswith("Every effort") and result.stdout.strip() != "Every effort"
 
 
+def restore_sigint():
+    """Give the child the default SIGINT action, as a terminal's Ctrl-C finds it: a pytest started in the
+    background of a non-interactive shell (``cmd &``) ignores SIGINT, children inherit that, and Python then
+    installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_run_keeps_last_checkpoint(trained):
     before = (trained / "run" / "checkpoint.pt").read_bytes()
     env = {**os.environ, "LLMSCRATCH_DATA_DIR": str(trained / "data"), "LLMSCRATCH_DEVICE": "cpu"}
     proc = subprocess.Popen([sys.executable, "-m", "llmscratch", *TRAIN[:3], "50", *TRAIN[4:], "--out", "run",
                              "--resume"], cwd=trained, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=restore_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (trained / "run" / "checkpoint.pt").read_bytes() == before:
         time.sleep(0.2)  # wait until at least one more epoch was saved, so the signal lands mid-training
