@@ -10,12 +10,11 @@ MultiHeadAttention (introduced in ch03_attention, fast path).
 from __future__ import annotations
 
 import argparse
-import os
 
 import _clone  # noqa: F401  (first: this clone's llmscratch)
 import torch
 
-from llmscratch.benchmarking import compare_attention, machine_label
+from llmscratch.benchmarking import busy_machine_note, compare_attention, machine_label
 
 
 def main(argv=None):
@@ -38,9 +37,8 @@ def main(argv=None):
     if torch.float32 not in dtypes:
         dtypes.insert(0, torch.float32)
     print(machine_label(args.device))
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
-        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; other processes compete "
-              "for the CPU, so these timings are noisy")
+    if note := busy_machine_note():
+        print(note)
     print(f"input: batch {args.batch_size} x {args.num_tokens} tokens x d_model {args.d_model}, "
           f"{args.num_heads} heads; forward only (eval, no_grad), median of {args.repeats}")
     table = compare_attention(args.batch_size, args.num_tokens, args.d_model, args.num_heads, device=args.device,

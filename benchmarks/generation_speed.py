@@ -10,12 +10,11 @@ Prints the machine, the table and, last, ``speedup: N.NNx``: generation with the
 from __future__ import annotations
 
 import argparse
-import os
 
 import _clone  # noqa: F401  (first: this clone's llmscratch)
 import torch
 
-from llmscratch.benchmarking import compare_generation, machine_label
+from llmscratch.benchmarking import busy_machine_note, compare_generation, machine_label
 from llmscratch.gpt import GPT2_CONFIGS
 
 
@@ -37,9 +36,8 @@ def main(argv=None):
 
     cfg = {**GPT2_CONFIGS[args.model], "attn_impl": args.attn_impl}
     print(machine_label(args.device))
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
-        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; other processes compete "
-              "for the CPU, so these timings are noisy")
+    if note := busy_machine_note():
+        print(note)
     print(f"GPT-2 {args.model} ({args.attn_impl}), random weights, prompt {args.prompt!r}, "
           f"{args.max_new_tokens} new tokens, greedy, batch 1, median of {args.repeats}")
     table = compare_generation(cfg, prompt=args.prompt, max_new_tokens=args.max_new_tokens, device=args.device,

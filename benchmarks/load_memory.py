@@ -29,26 +29,7 @@ from _clone import SHARED  # first: this clone's llmscratch
 
 import torch  # noqa: E402
 
-from llmscratch.gpt2_weights import pretrained_gpt2_config  # noqa: E402
-
-
-def hf_gpt2_shapes(size: str) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of GPT-2's ``model.safetensors`` (``transformer.`` prefix, no ``lm_head``: tied)."""
-    cfg = pretrained_gpt2_config(size)
-    d, v, n = cfg["emb_dim"], cfg["vocab_size"], cfg["context_length"]
-    shapes = {"transformer.wte.weight": (v, d), "transformer.wpe.weight": (n, d)}
-    for i in range(cfg["n_layers"]):
-        h = f"transformer.h.{i}."
-        shapes.update({
-            h + "ln_1.weight": (d,), h + "ln_1.bias": (d,),
-            h + "attn.c_attn.weight": (d, 3 * d), h + "attn.c_attn.bias": (3 * d,),  # Conv1D: (in, out)
-            h + "attn.c_proj.weight": (d, d), h + "attn.c_proj.bias": (d,),
-            h + "ln_2.weight": (d,), h + "ln_2.bias": (d,),
-            h + "mlp.c_fc.weight": (d, 4 * d), h + "mlp.c_fc.bias": (4 * d,),
-            h + "mlp.c_proj.weight": (4 * d, d), h + "mlp.c_proj.bias": (d,),
-        })
-    shapes.update({"transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,)})
-    return shapes
+from llmscratch.gpt2_weights import gpt2_safetensors_shapes, pretrained_gpt2_config  # noqa: E402
 
 
 def write_random_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int = 0) -> int:
@@ -118,7 +99,7 @@ def main(argv=None) -> float:
     mb = 1024 ** 2
     with tempfile.TemporaryDirectory(prefix="gpt2-load-memory-") as tmp:
         path = Path(tmp) / "model.safetensors"
-        file_size = write_random_safetensors(path, hf_gpt2_shapes(args.size))
+        file_size = write_random_safetensors(path, gpt2_safetensors_shapes(pretrained_gpt2_config(args.size)))
         if args.format == "pth":  # convert (in this process), then measure loading the .pth
             from llmscratch.gpt2_weights import load_pretrained_gpt2
 

@@ -44,6 +44,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import llmscratch  # noqa: E402
+from llmscratch.benchmarking import machine_label, synchronize  # noqa: E402
 
 SEED = 123  # the book's seed, for the weights and the loader's shuffle
 TRAIN_RATIO = 0.90  # chapter 5 trains on the first 90% of the-verdict
@@ -52,18 +53,6 @@ LOOSE_TOL = 0.1  # ... when the fast path uses bf16 or draws its own dropout mas
 
 
 # ----------------------------------------------------------------------------------------------- machine
-def machine_label(device: torch.device) -> str:
-    try:
-        from llmscratch.benchmarking import machine_label as label
-    except ImportError:
-        label = None
-    if label is not None:
-        return label(device)
-    if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{device.type.upper()}: {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def cpu_seconds() -> tuple[float, float, float] | None:
     """(busy CPU seconds of the whole machine, CPU seconds of this process, wall seconds), or None off Linux."""
     try:
@@ -77,11 +66,6 @@ def cpu_seconds() -> tuple[float, float, float] | None:
             time.perf_counter())
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_tflops(device, dtype, m, k, n, *, budget_s=0.5, max_reps=10) -> float:
     """Median TFLOP/s of an (m, k) @ (k, n) matmul: one untimed call, then timed calls for about budget_s."""
     a = torch.randn(m, k, device=device, dtype=dtype)
@@ -89,10 +73,10 @@ def matmul_tflops(device, dtype, m, k, n, *, budget_s=0.5, max_reps=10) -> float
     a @ b
     times, start = [], time.perf_counter()
     while len(times) < max_reps and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        sync(device)
+        synchronize(device)
         t = time.perf_counter()
         a @ b
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t)
         if len(times) == 1 and times[0] > budget_s:  # very slow (emulated dtype): one call tells enough
             break
@@ -254,15 +238,15 @@ def memory_check(cfg, args, device, n_params) -> tuple[float, float, float | Non
 def train_step(path: TrainPath, x, y, seed, device):
     """One optimizer step; returns the loss and the seconds of forward + backward and of the optimizer."""
     torch.manual_seed(seed)  # the same dropout masks in every path at this step
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     path.optimizer.zero_grad(set_to_none=True)
     loss = path.loss_fn(x, y)
     loss.backward()
-    sync(device)
+    synchronize(device)
     t1 = time.perf_counter()
     path.optimizer.step()
-    sync(device)
+    synchronize(device)
     t2 = time.perf_counter()
     return loss.item(), t1 - t0, t2 - t1
 

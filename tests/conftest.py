@@ -19,3 +19,11 @@ def one_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """GPT-2's BPE tokenizer (tiktoken; offline with TIKTOKEN_CACHE_DIR)."""
+    import tiktoken
+
+    return tiktoken.get_encoding("gpt2")

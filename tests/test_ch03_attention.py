@@ -159,3 +159,13 @@ def test_compare_attention_table():
     assert machine_label().startswith("CPU: ") and f"torch {torch.__version__}" in machine_label()
     calls = []
     assert time_call(lambda: calls.append(1), repeats=3, warmup=2) >= 0 and len(calls) == 5
+
+
+def test_busy_machine_note(monkeypatch):
+    from llmscratch.benchmarking import busy_machine_note
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 0.0, 0.0), raising=False)
+    assert "load average 9.0 on 2 cores" in busy_machine_note()
+    monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.0, 0.0), raising=False)
+    assert busy_machine_note() is None

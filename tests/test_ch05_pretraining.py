@@ -6,7 +6,6 @@ import math
 import re
 
 import pytest
-import tiktoken
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,22 +18,12 @@ from llmscratch.pretraining import (
     train_model_simple,
 )
 from llmscratch.train_advanced import learning_rate_at, plot_learning_rate, train_model
+from tiny_training import TEXT, TINY_CONFIG, tiny_loaders
 
 CH05_CONFIG = {**GPT_CONFIG_124M, "context_length": 256}  # the book shortens the context in chapter 5
-TINY_CONFIG = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
 EVAL_LINE = re.compile(r"^Ep \d+ \(Step \d{6}\): Train loss \d+\.\d{3}, Val loss \d+\.\d{3}$")
-TEXT = (
-    "Every effort moves you forward. The quick brown fox jumps over the lazy dog, "
-    "and the dog, being lazy, does not move. Every day the fox comes back and jumps again. "
-) * 4
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiktoken.get_encoding("gpt2")
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +45,6 @@ def verdict_loaders():
     val_loader = create_dataloader_v1(text_data[split_idx:], batch_size=2, max_length=256, stride=256,
                                       drop_last=False, shuffle=False, num_workers=0)
     return train_loader, val_loader
-
-
-def tiny_loaders(tokenizer, text=TEXT, batch_size=2, max_length=16):
-    split = int(0.8 * len(text))
-    train = DataLoader(GPTDatasetV1(text[:split], tokenizer, max_length, max_length), batch_size=batch_size,
-                       shuffle=True, drop_last=True)
-    val = DataLoader(GPTDatasetV1(text[split:], tokenizer, max_length, max_length), batch_size=batch_size,
-                     shuffle=False, drop_last=False)
-    return train, val
 
 
 def test_text_token_round_trip(tokenizer):

@@ -5,40 +5,21 @@ from __future__ import annotations
 import random
 
 import pytest
-import tiktoken
 import torch
 from torch.utils.data import DataLoader
 
 from llmscratch.checkpoints import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from llmscratch.dataloader import GPTDatasetV1
-from llmscratch.gpt import GPT_CONFIG_124M, GPTModel
+from llmscratch.gpt import GPTModel
 from llmscratch.pretraining import calc_loss_loader, train_model_simple
-
-TINY_CONFIG = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
-TEXT = (
-    "Every effort moves you forward. The quick brown fox jumps over the lazy dog, "
-    "and the dog, being lazy, does not move. Every day the fox comes back and jumps again. "
-) * 4
-
+from tiny_training import TEXT, TINY_CONFIG, tiny_loaders
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiktoken.get_encoding("gpt2")
 
 
 def tiny_model(seed=123):
     torch.manual_seed(seed)
     return GPTModel(TINY_CONFIG)
-
-
-def tiny_loaders(tokenizer):
-    split = int(0.8 * len(TEXT))
-    train = DataLoader(GPTDatasetV1(TEXT[:split], tokenizer, 16, 16), batch_size=2, shuffle=True, drop_last=True)
-    val = DataLoader(GPTDatasetV1(TEXT[split:], tokenizer, 16, 16), batch_size=2, shuffle=False)
-    return train, val
 
 
 def trained_pair():

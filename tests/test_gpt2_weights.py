@@ -23,7 +23,7 @@ import torch
 
 from llmscratch.gpt import generate_text_simple
 from llmscratch.gpt2_download import GPT2_REPOS, GPT2DownloadError, download_gpt2
-from llmscratch.gpt2_weights import load_pretrained_gpt2, pretrained_gpt2_config
+from llmscratch.gpt2_weights import gpt2_safetensors_shapes, load_pretrained_gpt2, pretrained_gpt2_config
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -96,6 +96,17 @@ def tiny_ids(n=8):
 
 
 # --- parity with transformers ----------------------------------------------------------------------------
+
+def test_safetensors_layout_is_transformers_own(tiny):
+    """The names and shapes the loader expects (and benchmarks/load_memory.py writes) are those of the file
+    ``save_pretrained`` wrote."""
+    _, folder = tiny
+    with safetensors_torch.safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        saved = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    cfg = {"vocab_size": TINY["vocab_size"], "context_length": TINY["n_positions"], "emb_dim": TINY["n_embd"],
+           "n_layers": TINY["n_layer"]}
+    assert gpt2_safetensors_shapes(cfg) == saved
+
 
 @pytest.mark.parametrize("attn_impl", ["scratch", "sdpa"])
 def test_tiny_folder_matches_transformers(tiny, attn_impl):

@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 
 import pytest
 
@@ -94,3 +95,41 @@ def test_drift_is_detected():
     assert drifted({"SimpleTokenizerV2": ast.parse(source).body[0]}, package) == ["SimpleTokenizerV2"]
     same = ast.parse(inspect.getsource(llmscratch.GPTDatasetV1)).body[0]
     assert drifted({"GPTDatasetV1": same}, package) == []
+
+
+SHOWN_SOURCE = re.compile(r"^print\(inspect\.getsource\((\w+)\)\)$", re.M)
+
+
+def shown_sources(path) -> list[tuple[str, str]]:
+    """(name, stored output) of every cell that prints the package's source with ``inspect.getsource``."""
+    shown = []
+    for cell in load_notebook(path)["cells"]:
+        if cell["cell_type"] == "code":
+            for name in SHOWN_SOURCE.findall(cell_source(cell)):
+                output = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
+                shown.append((name, output))
+    return shown
+
+
+def package_object(name: str):
+    """``llmscratch.name`` if the package exports it, else the function or class of the module defining it."""
+    if hasattr(llmscratch, name):
+        return getattr(llmscratch, name)
+    for info in pkgutil.walk_packages(llmscratch.__path__, "llmscratch."):
+        found = getattr(importlib.import_module(info.name), name, None)
+        if found is not None and getattr(found, "__module__", None) == info.name:
+            return found
+    raise LookupError(f"llmscratch defines no {name}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.relative_to(REPO_ROOT).as_posix() for p in NOTEBOOKS])
+def test_printed_package_source_is_current(path):
+    """A stored ``print(inspect.getsource(f))`` output is not re-checked by nbval: it must show today's code."""
+    for name, output in shown_sources(path):
+        assert inspect.getsource(package_object(name)) in output, (
+            f"{path.name} shows an old version of llmscratch.{name}: run the notebook again")
+
+
+def test_shown_sources_are_found():
+    path = REPO_ROOT / "ch05_pretraining" / "ch05_pretraining.ipynb"
+    assert {name for name, _ in shown_sources(path)} == {"train_model_simple", "generate"}

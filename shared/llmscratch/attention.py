@@ -170,6 +170,14 @@ class MultiHeadAttention(nn.Module):
         return context_vec
 
 
+def qkv_weights_and_bias(att):
+    """The query, key and value weights of ``att``, 3 x (d_out, d_in), and their biases stacked, (3 * d_out,)
+    or None: what a fused QKV projection (the fast path, the KV cache) multiplies by."""
+    projections = (att.W_query, att.W_key, att.W_value)
+    bias = None if att.W_query.bias is None else torch.cat([p.bias for p in projections])
+    return [p.weight for p in projections], bias
+
+
 class MultiHeadAttentionSDPA(MultiHeadAttention):
     """``MultiHeadAttention`` computed the fast way (ch03_attention, beyond the book).
 
@@ -178,17 +186,10 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
     ``scaled_dot_product_attention`` (flash / memory-efficient kernels, causal, dropout only in training).
     """
 
-    def qkv_weight_and_bias(self):
-        """The query, key and value projections stacked into one: weight (3 * d_out, d_in), bias or None."""
-        weight = torch.cat([self.W_query.weight, self.W_key.weight, self.W_value.weight])
-        if self.W_query.bias is None:
-            return weight, None
-        return weight, torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
-
     def forward(self, x):
         b, num_tokens, d_in = x.shape
-        weight, bias = self.qkv_weight_and_bias()
-        qkv = F.linear(x, weight, bias)  # (b, num_tokens, 3 * d_out)
+        weights, bias = qkv_weights_and_bias(self)
+        qkv = F.linear(x, torch.cat(weights), bias)  # (b, num_tokens, 3 * d_out)
         qkv = qkv.view(b, num_tokens, 3, self.num_heads, self.head_dim)
         queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, num_heads, num_tokens, head_dim)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import platform
 import statistics
 import time
@@ -16,7 +17,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .attention import MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper
+from .attention import (
+    MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper, qkv_weights_and_bias,
+)
 from .gpt import GPT_CONFIG_124M, GPTModel, generate_text_simple
 
 # tiktoken's ids for "Hello, I am": used when tiktoken's vocabulary cannot be loaded (offline, no cache).
@@ -52,9 +55,21 @@ def machine_label(device=None) -> str:
     return f"CPU: {_cpu_model()}, {threads} thread{plural}, torch {torch.__version__}"
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a timer measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def busy_machine_note() -> str | None:
+    """A warning line when other processes load the CPU (load average above the number of cores), else None."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"note: load average {load:.1f} on {cores} cores; other processes compete for the CPU, "
+            "so these timings are noisy")
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1, device=None) -> float:
@@ -70,10 +85,10 @@ def time_call(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1, de
         fn()
     times = []
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -163,15 +178,15 @@ def _transformers_gpt2(model: GPTModel, cfg):
         hf.transformer.wte.weight.copy_(model.tok_emb.weight)
         hf.transformer.wpe.weight.copy_(model.pos_emb.weight)
         for block, h in zip(model.trf_blocks, hf.transformer.h):
-            att = block.att
+            qkv_weights, qkv_bias = qkv_weights_and_bias(block.att)
             # transformers' Conv1D stores weights as (in_features, out_features): transpose nn.Linear's
-            h.attn.c_attn.weight.copy_(torch.cat([att.W_query.weight, att.W_key.weight, att.W_value.weight]).T)
-            if att.W_query.bias is None:
+            h.attn.c_attn.weight.copy_(torch.cat(qkv_weights).T)
+            if qkv_bias is None:
                 h.attn.c_attn.bias.zero_()
             else:
-                h.attn.c_attn.bias.copy_(torch.cat([att.W_query.bias, att.W_key.bias, att.W_value.bias]))
-            h.attn.c_proj.weight.copy_(att.out_proj.weight.T)
-            h.attn.c_proj.bias.copy_(att.out_proj.bias)
+                h.attn.c_attn.bias.copy_(qkv_bias)
+            h.attn.c_proj.weight.copy_(block.att.out_proj.weight.T)
+            h.attn.c_proj.bias.copy_(block.att.out_proj.bias)
             h.mlp.c_fc.weight.copy_(block.ff.layers[0].weight.T)
             h.mlp.c_fc.bias.copy_(block.ff.layers[0].bias)
             h.mlp.c_proj.weight.copy_(block.ff.layers[2].weight.T)

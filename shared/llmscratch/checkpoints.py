@@ -12,19 +12,18 @@ It holds only tensors, numbers, strings, ``None`` and lists/tuples/dicts of them
 ``torch.load(weights_only=True)``, which cannot run code hidden in a file (a plain pickle can).
 
 The file is written to a hidden temporary file in the same folder, flushed to disk (``fsync``) and then
-renamed over the final name (``os.replace``, atomic): whatever stops the save (an error, a full disk,
+renamed over the final name (``llmscratch.files.atomic_write``): whatever stops the save (an error, a full disk,
 Ctrl+C), the final name holds either the previous checkpoint or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import secrets
 from pathlib import Path
 
 import torch
+
+from .files import atomic_write
 
 CHECKPOINT_FORMAT = "llmscratch-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -82,18 +81,6 @@ def _check_storable(value, where):
     )
 
 
-def _fsync_folder(folder):
-    """Make the rename durable: fsync the folder's entry (POSIX; a no-op where folders can't be opened)."""
-    if os.name == "nt":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(path, model, optimizer=None, **training_state):
     """Save model, optimizer and ``training_state`` to ``path`` atomically; return the path (ch05_pretraining, 5.4).
 
@@ -118,21 +105,8 @@ def save_checkpoint(path, model, optimizer=None, **training_state):
         "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else None,
         "training_state": training_state,
     }
-    # A hidden temporary file next to the target (same file system, so the rename is atomic);
-    # O_EXCL makes its name ours alone, mode 0o666 minus the umask gives the usual permissions.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(path.parent)
+    with atomic_write(path) as handle:  # a temporary file renamed into place: never half a checkpoint
+        torch.save(payload, handle)
     return path
 
 

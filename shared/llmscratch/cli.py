@@ -13,8 +13,23 @@ import sys
 import time
 from pathlib import Path
 
+import tiktoken
+import torch
+
+from . import data
+from .attention import ATTENTION_IMPLEMENTATIONS
+from .checkpoints import load_checkpoint
+from .dataloader import create_dataloader_v1
+from .decoding import generate as generate_tokens
+from .files import atomic_write
+from .gpt import GPT2_CONFIGS, GPTModel
+from .gpt2_download import download_gpt2
+from .gpt2_weights import load_pretrained_gpt2
+from .pretraining import plot_losses, text_to_token_ids, token_ids_to_text, train_model_simple
+from .settings import get_device, get_settings
+
 TEXT_DATA = ("the-verdict", "tinyshakespeare")  # course files that are plain text
-SIZES = ("124M", "355M", "774M", "1558M")
+SIZES = tuple(GPT2_CONFIGS)  # "124M", "355M", "774M", "1558M"
 # A tiny model for quick runs (--tiny, or LLMSCRATCH_SMOKE=1): same code, seconds instead of hours on a CPU.
 TINY_CONFIG = {"vocab_size": 50257, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
                "drop_rate": 0.1, "qkv_bias": False}
@@ -32,8 +47,6 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import DATA_FILES
-
     parser = OneLineErrorParser(
         prog="python -m llmscratch",
         description="Command line of the course 'Build a Large Language Model (From Scratch)' in Portuguese: "
@@ -58,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
     pretrain.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps (default: 5)")
     pretrain.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation (default: 5)")
-    pretrain.add_argument("--attn-impl", choices=("scratch", "sdpa"), default="scratch",
+    pretrain.add_argument("--attn-impl", choices=list(ATTENTION_IMPLEMENTATIONS), default="scratch",
                           help="attention: the book's code or the fast path (default: scratch)")
     pretrain.add_argument("--start-context", default="Every effort moves you", help="prompt of the samples")
     pretrain.add_argument("--seed", type=int, default=123, help="default: 123, the book's")
@@ -84,17 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download (or copy from LLMSCRATCH_DATA_MIRROR) the course's data files, verified by sha256, "
                     "and optionally OpenAI's GPT-2 weights.")
     download.add_argument("names", nargs="*", metavar="NAME",
-                          help=f"data files to fetch (default: all of {', '.join(DATA_FILES)})")
+                          help=f"data files to fetch (default: all of {', '.join(data.DATA_FILES)})")
     download.add_argument("--gpt2", choices=SIZES, action="append", default=[],
                           help="also download GPT-2 weights of this size (repeatable)")
     return parser
 
 
 def _device(name):
-    import torch
-
-    from .settings import get_device
-
     if name is None:
         return get_device()
     try:
@@ -106,29 +115,22 @@ def _device(name):
     return device
 
 
-def _read_text(data: str) -> tuple[str, str]:
-    from .data import get_data
-
-    if data in TEXT_DATA:
-        return get_data(data).read_text(encoding="utf-8"), data
-    path = Path(data)
+def _read_text(name: str) -> tuple[str, str]:
+    if name in TEXT_DATA:
+        return data.get_data(name).read_text(encoding="utf-8"), name
+    path = Path(name)
     if not path.is_file():
-        raise UsageError(f"--data {data}: no such file (use {' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file)")
+        raise UsageError(f"--data {name}: no such file (use {' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise UsageError(f"--data {data} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise UsageError(f"--data {name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     if not text.strip():
-        raise UsageError(f"--data {data} is empty")
+        raise UsageError(f"--data {name} is empty")
     return text, path.name
 
 
 def _loaders(text, context_length, batch_size, seed):
-    import tiktoken
-    import torch
-
-    from .dataloader import create_dataloader_v1
-
     n_tokens = len(tiktoken.get_encoding("gpt2").encode(text, allowed_special={"<|endoftext|>"}))
     split = int(0.9 * len(text))
     # Each side of the 90/10 split needs more than one window of context_length tokens (about 10x in all)
@@ -149,14 +151,6 @@ def _loaders(text, context_length, batch_size, seed):
 
 
 def pretrain(args) -> None:
-    import tiktoken
-    import torch
-
-    from .checkpoints import load_checkpoint
-    from .gpt import GPT2_CONFIGS, GPTModel
-    from .pretraining import plot_losses, train_model_simple
-    from .settings import get_settings
-
     for name in ("epochs", "batch_size", "context_length", "eval_freq", "eval_iter"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -177,10 +171,10 @@ def pretrain(args) -> None:
     torch.manual_seed(args.seed)
     model = GPTModel(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    done_before = 0  # tokens trained on before this run
+    epochs_before = 0  # epochs trained before this run
     if args.resume:
         try:  # check the config before training starts: a clear error instead of a shape mismatch
-            done_before = load_checkpoint(checkpoint, model, optimizer, map_location=device, config=cfg)["tokens_seen"]
+            epochs_before = load_checkpoint(checkpoint, model, optimizer, map_location=device, config=cfg)["epoch"]
         except ValueError as error:
             raise UsageError(str(error)) from None
 
@@ -193,24 +187,20 @@ def pretrain(args) -> None:
             args.start_context, tiktoken.get_encoding("gpt2"),
             checkpoint_path=checkpoint, resume=args.resume, config=cfg, progress=True)
     seconds = time.perf_counter() - start
-    trained = torch.load(checkpoint, weights_only=True)["training_state"]["tokens_seen"]
+    # Every epoch trains on the same full batches (drop_last): the tokens of this run, without reloading
+    tokens_per_epoch = len(train_loader) * args.batch_size * context_length
+    trained = max(args.epochs - epochs_before, 0) * tokens_per_epoch
     figure = plot_losses(torch.linspace(0, args.epochs, len(train_losses)), tokens_seen, train_losses, val_losses)
-    figure.savefig(args.out / "losses.png", dpi=120)
+    with atomic_write(args.out / "losses.png") as handle:
+        figure.savefig(handle, format="png", dpi=120)
     if train_losses:
         print(f"final train loss {train_losses[-1]:.3f}, val loss {val_losses[-1]:.3f}")
     print(f"checkpoint: {checkpoint}")
     print(f"loss plot: {args.out / 'losses.png'}")
-    print(f"tokens/s: {max(trained - done_before, 0) / max(seconds, 1e-9):,.0f} ({seconds:.1f} s)")
+    print(f"tokens/s: {trained / max(seconds, 1e-9):,.0f} ({seconds:.1f} s)")
 
 
 def generate(args) -> None:
-    import tiktoken
-    import torch
-
-    from .decoding import generate as generate_tokens
-    from .gpt2_weights import load_pretrained_gpt2
-    from .pretraining import text_to_token_ids, token_ids_to_text
-
     if args.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
     if args.temperature < 0:
@@ -237,9 +227,6 @@ def generate(args) -> None:
 
 
 def download(args) -> None:
-    from . import data
-    from .gpt2_download import download_gpt2
-
     for name in args.names:
         if name not in data.DATA_FILES:
             raise UsageError(f"unknown data file {name!r}; known: {', '.join(data.DATA_FILES)}")
@@ -250,8 +237,6 @@ def download(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DataDownloadError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"pretrain": pretrain, "generate": generate, "download": download}[args.command]
@@ -261,6 +246,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
     except KeyboardInterrupt:
         parser.exit(130, "interrupted: the last checkpoint (if any) is intact\n")
-    except (OSError, DataDownloadError) as error:  # downloads, disks: say what failed, in one line
+    except (OSError, data.DataDownloadError) as error:  # downloads, disks: say what failed, in one line
         parser.exit(2, f"error: {error}\n")
     return 0

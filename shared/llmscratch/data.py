@@ -16,25 +16,23 @@ Run ``python -m llmscratch download`` to fetch all the files at once (e.g. befor
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from tqdm.auto import tqdm
 
+from .files import finish, install, staged_file
 from .settings import get_settings
 
 __all__ = [
@@ -54,8 +52,6 @@ MIRROR_VARIABLE = "LLMSCRATCH_DATA_MIRROR"
 USER_AGENT = "Mozilla/5.0 (compatible; llmscratch course data downloader)"
 _CHUNK = 1 << 20  # 1 MiB
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # HTTP answers worth another try
-_UMASK = os.umask(0o022)  # read the umask once (os.umask can only read it by setting it)...
-os.umask(_UMASK)  # ...and put it back; temporary files are 0600, installed files get the usual mode
 
 
 @dataclass(frozen=True)
@@ -191,18 +187,6 @@ def _cached(entry: DataFile, target: Path) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _staging(target: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    """A hidden temporary file next to ``target``, always deleted on exit unless moved into place."""
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
-    part = Path(handle.name)
-    try:
-        yield handle, part
-    finally:
-        handle.close()
-        part.unlink(missing_ok=True)
-
-
 def _install(entry: DataFile, part: Path, target: Path, *, source: str, hint: str) -> None:
     """Move ``part`` to ``target`` if its sha256 is the expected one, else raise."""
     actual = sha256_of(part)
@@ -211,15 +195,14 @@ def _install(entry: DataFile, part: Path, target: Path, *, source: str, hint: st
             f"sha256 mismatch for {source}: expected {entry.sha256}, got {actual}. "
             f"Nothing was kept in {target.parent}. {hint}"
         )
-    os.chmod(part, 0o666 & ~_UMASK)
-    os.replace(part, target)
+    install(part, target)
 
 
 def _copy_from_mirror(entry: DataFile, mirror_file: Path, target: Path) -> None:
-    with _staging(target) as (handle, part):
+    with staged_file(target) as (handle, part):
         with mirror_file.open("rb") as source:
             shutil.copyfileobj(source, handle, _CHUNK)
-        handle.close()
+        finish(handle)
         hint = (
             f"Replace the mirror file with a good copy (canonical source: {entry.url}"
             + (f", member {entry.zip_member!r} of the zip" if entry.zip_member else "")
@@ -235,16 +218,16 @@ def _download(
         f"The file at {entry.url} may have changed or been damaged on the way: try again, or download it "
         "by hand and compare its sha256 with the one in llmscratch.data.DATA_FILES."
     )
-    with _staging(target) as (handle, part):
+    with staged_file(target) as (handle, part):
         _download_with_retries(entry, target, mirror, handle, timeout=timeout, retries=retries, backoff=backoff,
                                progress=progress)
-        handle.close()
+        finish(handle)
         if entry.zip_member is None:
             _install(entry, part, target, source=entry.url, hint=hint)
             return
-        with _staging(target) as (member_handle, member_part):
+        with staged_file(target) as (member_handle, member_part):
             _extract_member(entry, part, member_handle, target)
-            member_handle.close()
+            finish(member_handle)
             _install(entry, member_part, target, source=f"{entry.url} (member {entry.zip_member!r})", hint=hint)
 
 

@@ -297,6 +297,12 @@ def _hf_plan(cfg: dict) -> list:
                    ("lm_head.weight", (v, d), [("out_head.weight", keep)])]
 
 
+def gpt2_safetensors_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in Hugging Face's ``model.safetensors`` of a GPT-2 with config ``cfg``
+    (``transformer.`` prefix; no ``lm_head``: GPT-2 ties it to ``wte``). Conv1D weights are (in, out)."""
+    return {"transformer." + name: shape for name, shape, _ in _hf_plan(cfg) if name != "lm_head.weight"}
+
+
 def _book_plan(model: GPTModel) -> list:
     """The same for a ``GPTModel`` state dict: names and shapes are the model's own, nothing to transform."""
     return [(key, tuple(t.shape), [(key, None)]) for key, t in model.state_dict(keep_vars=True).items()

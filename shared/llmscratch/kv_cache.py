@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention import qkv_weights_and_bias
+
 
 class KVCache:
     """Keys and values of every layer for the tokens seen so far: (n_layers, b, num_heads, max_tokens, head_dim)."""
@@ -51,15 +53,13 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
-def cached_attention(att, x, cache, layer, qkv=None, out_proj=None):
+def cached_attention(att, x, cache, layer, qkv, out_proj):
     """Multi-head attention of new tokens ``x`` (b, n_new, d_in) over the cached and the new tokens.
 
     ``qkv`` computes the fused query/key/value projection, (b, n_new, 3 * d_out), and ``out_proj`` the output
-    projection: prepared once per generation by the caller, or made here from ``att`` when omitted.
+    projection of ``att``, both prepared once per generation (``DecodePlan``).
     """
     b, n_new, _ = x.shape
-    qkv = fused_qkv(att) if qkv is None else qkv
-    out_proj = att.out_proj if out_proj is None else out_proj
     qkv_out = qkv(x).view(b, n_new, 3, att.num_heads, att.head_dim)
     queries, keys, values = qkv_out.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, num_heads, n_new, head_dim)
     start = cache.length
@@ -81,8 +81,8 @@ def cached_attention(att, x, cache, layer, qkv=None, out_proj=None):
     return out_proj(context_vec)  # (b, n_new, d_out)
 
 
-# Rows of a weight matrix copied per step when building a transposed copy: blocks of this size keep the
-# strided reads in cache (about 2x faster than one big transposed copy on a 2-core EPYC).
+# Rows of a weight matrix copied at a time when building a transposed copy: blocks of this size keep the
+# strided reads in cache (on a 2-core EPYC about 2x faster than torch.cat of the transposed weights).
 TRANSPOSE_COPY_ROWS = 512
 
 
@@ -149,10 +149,8 @@ class FastLinear:
 
 def fused_qkv(att, transpose=False):
     """The query, key and value projections of ``att`` as one ``FastLinear``: (b, n, d_in) -> (b, n, 3 * d_out)."""
-    bias = None
-    if att.W_query.bias is not None:
-        bias = torch.cat([att.W_query.bias, att.W_key.bias, att.W_value.bias])
-    return FastLinear([att.W_query.weight, att.W_key.weight, att.W_value.weight], bias, transpose)
+    weights, bias = qkv_weights_and_bias(att)
+    return FastLinear(weights, bias, transpose)
 
 
 def _fast(module, transpose=False):
@@ -181,24 +179,19 @@ def _fast(module, transpose=False):
     return module
 
 
-def _unfused_qkv(att):
-    """The query, key and value projections run one by one, no weight copy: (b, n, d_in) -> (b, n, 3 * d_out)."""
-    return lambda x: torch.cat([att.W_query(x), att.W_key(x), att.W_value(x)], dim=-1)
-
-
 class DecodePlan:
     """What a cached generation prepares once and ``forward_with_cache`` uses at every step (ch04_gpt_model,
-    KV cache): the blocks' modules as fast functions and, with ``fuse=True``, each block's query/key/value
-    weights stacked into one matrix; with ``transpose=True`` also every linear layer's weights copied into
-    the (in, out) layout (see ``FastLinear``). Build it again whenever the weights change.
+    KV cache): the blocks' modules as fast functions and each block's query/key/value weights stacked into
+    one matrix; with ``transpose=True`` every linear layer's weights copied into transposed blocks (see
+    ``FastLinear``). Build it again whenever the weights change.
     """
 
-    def __init__(self, model, transpose=False, fuse=True):
+    def __init__(self, model, transpose=False):
         self.drop_emb = _fast(model.drop_emb)
         self.final_norm = _fast(model.final_norm)
         self.out_head = _fast(model.out_head, transpose)
         self.blocks = [
-            (block.att, fused_qkv(block.att, transpose) if fuse else _unfused_qkv(block.att),
+            (block.att, fused_qkv(block.att, transpose),
              _fast(block.att.out_proj, transpose), _fast(block.norm1), _fast(block.norm2),
              _fast(block.ff, transpose), _fast(block.drop_shortcut))
             for block in model.trf_blocks
@@ -210,10 +203,10 @@ def forward_with_cache(model, new_idx, cache, last_only=False, plan=None):
     """Logits (b, n_new, vocab_size) for ``new_idx`` (b, n_new), the tokens after the ``cache.length`` seen.
 
     ``last_only=True`` returns the logits of the last position only, (b, 1, vocab_size): all that greedy
-    generation needs. ``plan``: a ``DecodePlan(model)`` built once per generation (faster); without one, each
-    call uses the model's modules as they are (no weight copies, nothing to keep in sync with the weights).
+    generation needs. ``plan``: a ``DecodePlan(model)`` built once per generation; without one, each call
+    builds its own (which stacks the query/key/value weights again: fine for a single call, slow in a loop).
     """
-    plan = DecodePlan(model, fuse=False) if plan is None else plan
+    plan = DecodePlan(model) if plan is None else plan
     start = cache.length
     positions = torch.arange(start, start + new_idx.shape[1], device=new_idx.device)
     x = plan.drop_emb(model.tok_emb(new_idx) + model.pos_emb(positions))  # (b, n_new, emb_dim)
