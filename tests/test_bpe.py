@@ -7,6 +7,8 @@ cache (``TIKTOKEN_CACHE_DIR``); corpus tests read the course texts through ``LLM
 from __future__ import annotations
 
 import os
+import random
+import time
 
 import pytest
 
@@ -34,6 +36,17 @@ EDGE_CASES = [
     "你好，世界",
     "tokenization     \n    indentation\n\tdef f(x):\n\t\treturn x",
 ]
+
+# One pre-token each, 16,000 characters long: encoding must stay fast (no quadratic merge loop) and exact.
+LONG_PRE_TOKENS = {
+    "letter a": "a" * 16_000,
+    "two-byte é": "é" * 16_000,
+    "four-byte emoji": "🙂" * 16_000,
+    "spaces": " " * 16_000,
+    "digits": "1234567890" * 1_600,
+    "one digit": "7" * 16_000,
+}
+GENEROUS_SECONDS = 2.0  # about 0.3 s on a 2-core machine; the old quadratic loop took 10 s and more
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -99,6 +112,58 @@ def test_gpt2_matches_tiktoken_on_all_of_tiny_shakespeare(gpt2, tiktoken_gpt2):
     ids = gpt2.encode(text, allowed_special={ENDOFTEXT})
     assert ids == tiktoken_gpt2.encode(text, allowed_special={ENDOFTEXT})
     assert gpt2.decode(ids) == text
+
+
+@pytest.mark.parametrize("name", LONG_PRE_TOKENS)
+def test_gpt2_is_fast_and_exact_on_a_long_pre_token(gpt2, tiktoken_gpt2, name):
+    text = LONG_PRE_TOKENS[name]
+    start = time.perf_counter()
+    ids = gpt2.encode(text)
+    seconds = time.perf_counter() - start
+    assert ids == tiktoken_gpt2.encode(text)
+    assert seconds < GENEROUS_SECONDS, f"{name}: {seconds:.2f} s for 16,000 characters"
+
+
+def naive_bpe(ranks: dict[bytes, int], piece: bytes) -> tuple[int, ...]:
+    """The textbook O(n^2) encoding of one pre-token: rescan all pairs, merge the lowest rank (leftmost)."""
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    while True:
+        candidates = [(ranks[a + b], i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in ranks]
+        if not candidates:
+            return tuple(ranks[part] for part in parts)
+        _, i = min(candidates)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+
+
+@pytest.mark.parametrize("tokenizer_name", ["gpt2", "verdict_tokenizer"])
+def test_heap_encoding_equals_the_naive_merge_loop(tokenizer_name, request):
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    ranks = {token: i for i, token in sorted(tokenizer.vocab.items(), reverse=True)  # lowest id wins
+             if i not in tokenizer.special_tokens.values()}
+    rng = random.Random(0)
+    alphabets = ["ab", "aab ", "the", "é a", "🙂a", "01", "ção", " \n"]
+    for _ in range(200):
+        alphabet = rng.choice(alphabets)
+        piece = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))).encode("utf-8")
+        assert tokenizer._bpe(piece) == naive_bpe(ranks, piece), piece
+
+
+def test_the_books_names_load_gpt2_into_the_tokenizer(tiktoken_gpt2, verdict_tokenizer):
+    try:
+        encoder_json, vocab_bpe = find_gpt2_files()
+    except FileNotFoundError as err:
+        pytest.skip(f"GPT-2's tokenizer files are not available: {err}")
+    tokenizer = BPETokenizer()
+    tokenizer.train(read_corpus("the-verdict"), vocab_size=300)
+    tokenizer.encode("This is some text")  # fills the cache, which loading must empty
+    assert tokenizer.load_vocab_and_merges_from_openai(vocab_path=encoder_json, bpe_merges_path=vocab_bpe) is None
+    assert tokenizer.vocab_size == 50257 and len(tokenizer.bpe_merges) == 50000
+    assert tokenizer.bpe_merges is tokenizer.merges
+    assert tokenizer.encode("This is some text") == [1212, 318, 617, 2420]  # the book's own test
+    text = "Ação, coração! It's 2024...   we'll see 🙂<|endoftext|>"
+    ids = tokenizer.encode(text, allowed_special={ENDOFTEXT})
+    assert ids == tiktoken_gpt2.encode(text, allowed_special={ENDOFTEXT})
+    assert verdict_tokenizer.bpe_merges == verdict_tokenizer.merges
 
 
 def test_gpt2_vocabulary_shape(gpt2):

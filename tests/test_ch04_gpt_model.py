@@ -8,6 +8,7 @@ import torch
 from llmscratch import (
     GPT2_CONFIGS, GPT_CONFIG_124M, GPTModel, generate_text_simple,
 )
+from llmscratch.kv_cache import generate_text_simple_cached
 
 HELLO_IDS = [15496, 11, 314, 716]  # "Hello, I am"
 BOOK_GREEDY_IDS = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 49706, 43231, 47062, 34657]
@@ -55,7 +56,7 @@ def test_book_greedy_generation(model_124m, variant):
     attn_impl, _, cache = variant.partition("+")
     model = model_124m if attn_impl == "scratch" else same_weights(model_124m, attn_impl=attn_impl)
     idx = torch.tensor([HELLO_IDS])
-    out = generate_text_simple(model, idx, max_new_tokens=10, context_size=GPT_CONFIG_124M["context_length"],
+    out = generate_text_simple_cached(model, idx, max_new_tokens=10, context_size=GPT_CONFIG_124M["context_length"],
                                use_cache=bool(cache))
     assert out.tolist() == [BOOK_GREEDY_IDS]
 
@@ -155,6 +156,6 @@ def test_device_agrees_with_cpu(device, attn_impl):
     with torch.no_grad():
         torch.testing.assert_close(model(idx.to(device)).cpu(), cpu_model(idx), atol=1e-4, rtol=0)
     for use_cache in (False, True):
-        expected = generate_text_simple(cpu_model, idx[:, :3], 15, TINY["context_length"], use_cache=use_cache)
-        out = generate_text_simple(model, idx[:, :3].to(device), 15, TINY["context_length"], use_cache=use_cache)
+        expected = generate_text_simple_cached(cpu_model, idx[:, :3], 15, TINY["context_length"], use_cache=use_cache)
+        out = generate_text_simple_cached(model, idx[:, :3].to(device), 15, TINY["context_length"], use_cache=use_cache)
         assert torch.equal(out.cpu(), expected)

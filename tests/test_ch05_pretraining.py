@@ -21,7 +21,7 @@ from llmscratch.train_advanced import learning_rate_at, plot_learning_rate, trai
 from tiny_training import TEXT, TINY_CONFIG, tiny_loaders
 
 CH05_CONFIG = {**GPT_CONFIG_124M, "context_length": 256}  # the book shortens the context in chapter 5
-EVAL_LINE = re.compile(r"^Ep \d+ \(Step \d{6}\): Train loss \d+\.\d{3}, Val loss \d+\.\d{3}$")
+EVAL_LINE = re.compile(r"^Ep \d+ \((?:Step|Iter) \d{6}\): Train loss \d+\.\d{3}, Val loss \d+\.\d{3}$")
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

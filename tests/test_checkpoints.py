@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 from llmscratch.checkpoints import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from llmscratch.dataloader import GPTDatasetV1
 from llmscratch.gpt import GPTModel
-from llmscratch.pretraining import calc_loss_loader, train_model_simple
+from llmscratch.pretraining import calc_loss_loader, train_model_resumable, train_model_simple
+from llmscratch.resumable import ResumableRun
 from tiny_training import TEXT, TINY_CONFIG, tiny_loaders
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -83,8 +84,9 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint"):
         load_checkpoint(tmp_path / "notes.txt", model)
     torch.save({"anything": Payload()}, tmp_path / "pickle.pth")
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(ValueError, match="not loaded for safety") as info:
         load_checkpoint(tmp_path / "pickle.pth", model)
+    assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)  # never that advice
     torch.save(model.state_dict(), tmp_path / "bare.pth")  # the book's torch.save(model.state_dict(), ...)
     with pytest.raises(ValueError, match="bare state_dict"):
         load_checkpoint(tmp_path / "bare.pth", model)
@@ -99,8 +101,8 @@ def test_load_errors(tmp_path):
 def test_config_mismatch_names_the_keys(tmp_path):
     model = tiny_model()
     path = save_checkpoint(tmp_path / "ckpt.pth", model, config=TINY_CONFIG)
-    other = {**TINY_CONFIG, "emb_dim": 64, "n_layers": 3}
-    with pytest.raises(ValueError, match=r"config mismatch .* in emb_dim, n_layers \(emb_dim: checkpoint 32, given 64"):
+    other = {**TINY_CONFIG, "emb_dim": 32, "n_layers": 3}
+    with pytest.raises(ValueError, match=r"config mismatch .* in emb_dim, n_layers \(emb_dim: checkpoint 64, given 32"):
         load_checkpoint(path, GPTModel(other), config=other)
     # without a config to compare, a model of another shape still gets a clear error
     with pytest.raises(ValueError, match="architecture does not match"):
@@ -139,8 +141,8 @@ def run_training(tokenizer, num_epochs, **kwargs):
     train, val = tiny_loaders(tokenizer)
     model = tiny_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-    losses = train_model_simple(model, train, val, optimizer, "cpu", num_epochs, eval_freq=2, eval_iter=2,
-                                start_context="Every effort", tokenizer=tokenizer, **kwargs)
+    losses = train_model_resumable(model, train, val, optimizer, "cpu", num_epochs, eval_freq=2, eval_iter=2,
+                                   start_context="Every effort", tokenizer=tokenizer, progress=False, **kwargs)
     return model, losses
 
 
@@ -157,9 +159,9 @@ def test_resume_equals_uninterrupted_training(tmp_path, tokenizer, capsys):
     model_b = tiny_model(seed=7)
     optimizer = torch.optim.AdamW(model_b.parameters(), lr=4e-4, weight_decay=0.1)
     torch.rand(10)
-    losses_b = train_model_simple(model_b, train, val, optimizer, "cpu", 2, eval_freq=2, eval_iter=2,
-                                  start_context="Every effort", tokenizer=tokenizer,
-                                  checkpoint_path=path, resume=True, config=TINY_CONFIG)
+    losses_b = train_model_resumable(model_b, train, val, optimizer, "cpu", 2, eval_freq=2, eval_iter=2,
+                                     start_context="Every effort", tokenizer=tokenizer, progress=False,
+                                     checkpoint_path=path, resume=True, config=TINY_CONFIG)
     assert losses_b == losses_a  # train_losses, val_losses, track_tokens_seen: exactly equal
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
@@ -190,3 +192,81 @@ def test_training_learns_a_tiny_text(tokenizer, capsys):
         after = calc_loss_loader(train, model, "cpu")
     assert before > 10.5  # about ln(50257) = 10.8 untrained
     assert after < 2.0, f"training loss {after:.3f} after 3 epochs (1.27 when written)"
+
+
+def test_resumable_loop_is_the_books_loop(tokenizer, capsys):
+    """Without a checkpoint, train_model_resumable prints, returns and trains exactly as train_model_simple."""
+    results = []
+    for train_fn, extra in ((train_model_simple, {}), (train_model_resumable, {"progress": False})):
+        torch.manual_seed(123)
+        train, val = tiny_loaders(tokenizer)
+        model = tiny_model()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+        losses = train_fn(model, train, val, optimizer, "cpu", 2, eval_freq=2, eval_iter=2,
+                          start_context="Every effort", tokenizer=tokenizer, **extra)
+        results.append((losses, capsys.readouterr().out, model.state_dict()))
+    (losses_a, out_a, weights_a), (losses_b, out_b, weights_b) = results
+    assert losses_a == losses_b and out_a == out_b and out_a.count("Ep ") >= 3
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_a_failing_sample_does_not_lose_the_epoch(tmp_path, tokenizer, monkeypatch):
+    import llmscratch.pretraining as pretraining
+
+    def broken_sample(*args):
+        raise RuntimeError("the sample failed")
+
+    monkeypatch.setattr(pretraining, "generate_and_print_sample", broken_sample)
+    path = tmp_path / "run.pth"
+    with pytest.raises(RuntimeError, match="the sample failed"):
+        run_training(tokenizer, 1, checkpoint_path=path, config=TINY_CONFIG)
+    assert load_checkpoint(path, tiny_model())["epoch"] == 1  # saved before the sample
+
+
+def test_random_work_after_the_save_is_replayed_on_resume(tmp_path):
+    """An ``after`` that draws random numbers (e.g. accuracy on a shuffled loader) is saved again."""
+    def epochs(path, num_epochs, resume):
+        model = tiny_model()
+        optimizer = torch.optim.AdamW(model.parameters())
+        run = ResumableRun(model, optimizer, path, resume=resume, progress=False)
+        draws = []
+        for _ in run.epochs(num_epochs):
+            run.end_epoch(after=lambda: draws.append(torch.rand(1).item()))
+        return draws, torch.rand(1).item()
+
+    torch.manual_seed(1)
+    all_draws, last = epochs(tmp_path / "a.pth", 3, resume=False)
+    torch.manual_seed(1)
+    epochs(tmp_path / "b.pth", 2, resume=False)
+    torch.manual_seed(99)
+    resumed_draws, resumed_last = epochs(tmp_path / "b.pth", 3, resume=True)
+    assert resumed_draws == all_draws[2:] and resumed_last == last
+
+
+def test_resuming_checks_the_saved_fields(tmp_path, tokenizer):
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path / "bare.pth", model, optimizer, epoch=1)
+    with pytest.raises(ValueError, match=r"lacks global_step, tokens_seen, rng_state: .* start a new run"):
+        ResumableRun(model, optimizer, tmp_path / "bare.pth", resume=True)
+    # a checkpoint of the first layout (the chapter-5 lists at the top level) still resumes
+    save_checkpoint(tmp_path / "old.pth", model, optimizer, epoch=1, global_step=4, tokens_seen=64,
+                    train_losses=[9.0], val_losses=[9.5], track_tokens_seen=[16], rng_state=get_rng_state())
+    run = ResumableRun(model, optimizer, tmp_path / "old.pth", resume=True)
+    assert run.state.epoch == 1 and run.state.history["val_losses"] == [9.5] and list(run.epochs(3)) == [1, 2]
+
+
+@pytest.mark.parametrize("version, message", [(99, "newer than this llmscratch"), ("x", "no valid checkpoint version")])
+def test_other_checkpoint_versions_are_clear_errors(tmp_path, version, message):
+    model = tiny_model()
+    path = save_checkpoint(tmp_path / "ckpt.pth", model)
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = version
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path, model)
+    del payload["version"], payload["training_state"]
+    payload["version"] = 1
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="lacks training_state"):
+        load_checkpoint(path, model)

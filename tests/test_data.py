@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pooch
 import pytest
 
 from llmscratch import data
@@ -158,6 +161,67 @@ def test_bad_mirror_file_is_an_error_and_keeps_nothing(tmp_path: Path, closed_ur
     assert os.listdir(data_dir) == []
 
 
+def test_missing_mirror_folder_is_an_error_at_once(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(200, CONTENT, None)]
+    with pytest.raises(DataDownloadError, match="LLMSCRATCH_DATA_MIRROR .*does not exist"):
+        fetch(entry(server.url + "/tiny.txt"), tmp_path / "data", tmp_path / "no-such-mirror", **FAST)
+    assert server.requests == []  # no download hides the misconfiguration
+    assert os.listdir(tmp_path / "data") == []
+
+
+def test_mirror_folder_in_place_of_the_file_is_an_error(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(200, CONTENT, None)]
+    (tmp_path / "mirror" / "tiny.txt").mkdir(parents=True)
+    with pytest.raises(DataDownloadError, match="not a file") as info:
+        fetch(entry(server.url + "/tiny.txt"), tmp_path / "data", tmp_path / "mirror", **FAST)
+    assert str(tmp_path / "mirror" / "tiny.txt") in str(info.value)
+    assert server.requests == []
+
+
+def test_unreadable_mirror_file_is_an_error(tmp_path: Path, server: ThreadingHTTPServer, monkeypatch) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(CONTENT)
+    real_open = Path.open
+
+    def no_permission(self: Path, *args, **kwargs):  # chmod 000 does not stop root, who may run the tests
+        if self == mirror / "tiny.txt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", no_permission)
+    with pytest.raises(DataDownloadError, match="Cannot read the mirror file .*Permission denied"):
+        fetch(entry(server.url + "/tiny.txt"), tmp_path / "data", mirror, **FAST)
+    assert server.requests == [] and os.listdir(tmp_path / "data") == []
+
+
+def test_mirror_without_the_file_falls_through_to_the_download(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    server.routes["/tiny.txt"] = [(200, CONTENT, None)]
+    (mirror := tmp_path / "mirror").mkdir()
+    path = fetch(entry(server.url + "/tiny.txt"), tmp_path / "data", mirror, **FAST)
+    assert path.read_bytes() == CONTENT and len(server.requests) == 1
+
+
+def test_offline_with_a_mirror_that_lacks_the_file_says_so(tmp_path: Path, closed_url: str) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    with pytest.raises(DataDownloadError, match="lacks it") as info:
+        fetch(entry(closed_url), tmp_path / "data", mirror, **FAST)
+    assert str(mirror) in str(info.value) and "LLMSCRATCH_DATA_MIRROR" in str(info.value)
+
+
+def test_stale_staging_files_are_removed_before_fetching(tmp_path: Path, closed_url: str) -> None:
+    (mirror := tmp_path / "mirror").mkdir()
+    (mirror / "tiny.txt").write_bytes(CONTENT)
+    (data_dir := tmp_path / "data").mkdir()
+    stale, fresh, other = data_dir / ".tiny.txt.k3j9x_2a.part", data_dir / ".tiny.txt.p0q1r2s3.part", data_dir / ".x"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"left by a killed download")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    fetch(entry(closed_url), data_dir, mirror, **FAST)
+    assert sorted(os.listdir(data_dir)) == sorted([fresh.name, other.name, "tiny.txt"])  # a fresh one may be live
+
+
 # --- download ----------------------------------------------------------------------------------------------
 
 
@@ -223,6 +287,44 @@ def test_404_is_not_retried(tmp_path: Path, server: ThreadingHTTPServer) -> None
     assert len(server.requests) == 1
 
 
+def test_downloads_go_through_pooch(tmp_path: Path, server: ThreadingHTTPServer, monkeypatch) -> None:
+    downloads, retrieves = [], []
+    http_call, retrieve = pooch.HTTPDownloader.__call__, pooch.retrieve
+
+    def counting_call(self, url, output_file, pooch_instance, check_only=False):
+        downloads.append(url)
+        return http_call(self, url, output_file, pooch_instance, check_only)
+
+    def counting_retrieve(url, *args, **kwargs):
+        retrieves.append(kwargs.get("path"))
+        return retrieve(url, *args, **kwargs)
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", counting_call)
+    monkeypatch.setattr(pooch, "retrieve", counting_retrieve)
+    server.routes["/tiny.txt"] = [(503, b"busy", None), (200, CONTENT, None)]
+    path = fetch(entry(server.url + "/tiny.txt"), tmp_path, **{**FAST, "retries": 1})
+    assert path.read_bytes() == CONTENT
+    assert downloads == [server.url + "/tiny.txt"] * 2 == [server.url + p for p, _ in server.requests]
+    assert len(retrieves) == 2 and all(Path(stage).parent == tmp_path for stage in retrieves)  # staged in data_dir
+    assert os.listdir(tmp_path) == ["tiny.txt"]  # and the staging folder is gone
+
+
+def test_pooch_info_lines_are_muted(tmp_path: Path, server: ThreadingHTTPServer) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        server.routes["/tiny.txt"] = [(200, CONTENT, None)]
+        fetch(entry(server.url + "/tiny.txt"), tmp_path, **FAST)
+    finally:
+        logger.removeHandler(handler)
+    assert records == []  # pooch's INFO lines would name our staging folder and suggest a known_hash
+    assert logger.level == level  # and pooch's level is put back
+
+
 # --- get_data and main read the settings -------------------------------------------------------------------
 
 
@@ -245,3 +347,18 @@ def test_main_prints_one_line_per_file(tmp_path: Path, closed_url: str, monkeypa
     monkeypatch.chdir(tmp_path)
     data.main()
     assert capsys.readouterr().out.split() == ["tiny", os.path.join("data", "tiny.txt")]
+
+
+def test_main_raises_one_error_naming_the_failed_files(monkeypatch, capsys, tmp_path: Path) -> None:
+    def fake_get_data(name: str) -> Path:
+        if name == "bad":
+            raise DataDownloadError("offline")
+        return tmp_path / f"{name}.txt"
+
+    monkeypatch.setattr(data, "DATA_FILES", {"good": None, "bad": None})
+    monkeypatch.setattr(data, "get_data", fake_get_data)
+    with pytest.raises(DataDownloadError, match=r"^1 of 2 data files could not be fetched: bad$"):
+        data.main()
+    out, err = capsys.readouterr()
+    assert out.split() == ["good", str(tmp_path / "good.txt")]
+    assert err == "bad: FAILED: offline\n"

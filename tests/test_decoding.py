@@ -7,12 +7,10 @@ import torch
 import torch.nn as nn
 
 from llmscratch.decoding import generate, softmax_with_temperature
-from llmscratch.gpt import GPTModel, generate_text_simple
+from llmscratch.gpt import GPT_CONFIG_TINY, GPTModel, generate_text_simple
 
-TINY_CONFIG = {
-    "vocab_size": 97, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
-    "drop_rate": 0.1, "qkv_bias": False,
-}
+# The package's tiny GPT with a 97-token vocabulary: top-k and eos cases are easy to reach
+TINY_CONFIG = {**GPT_CONFIG_TINY, "vocab_size": 97, "context_length": 16, "emb_dim": 32, "n_heads": 2}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from llmscratch.gpt import generate_text_simple
+from llmscratch.kv_cache import generate_text_simple_cached
 from llmscratch.gpt2_download import GPT2_REPOS, GPT2DownloadError, download_gpt2
 from llmscratch.gpt2_weights import gpt2_safetensors_shapes, load_pretrained_gpt2, pretrained_gpt2_config
 
@@ -149,7 +150,7 @@ def test_124m_bare_file_matches_transformers(small):
     assert model.trf_blocks[0].att.num_heads == 12 and len(model.trf_blocks) == 12  # found by the shapes
     torch.testing.assert_close(our_logits(model, PROMPT), hf_logits(hf, PROMPT), atol=1e-4, rtol=0)
     # With the KV cache (token for token the book's loop, see test_kv_cache), like transformers' generate.
-    ours = generate_text_simple(model, PROMPT, max_new_tokens=10, context_size=1024, use_cache=True)
+    ours = generate_text_simple_cached(model, PROMPT, max_new_tokens=10, context_size=1024, use_cache=True)
     assert ours.tolist() == hf_greedy(hf, PROMPT).tolist()
     assert_tied(model)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf.parameters())  # 124M
@@ -218,7 +219,7 @@ def test_not_a_safetensors_file(tiny, tmp_path, content):
 def test_not_a_torch_file(tmp_path):
     path = tmp_path / "gpt2-small-124M.pth"
     path.write_bytes(b"not a zip, not a pickle")
-    with pytest.raises(ValueError, match=r"is not a PyTorch state dict saved with torch\.save"):
+    with pytest.raises(ValueError, match=r"is not a PyTorch model file \(torch\.save of a state_dict or a checkpoint\)"):
         load_pretrained_gpt2(path)
 
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from llmscratch import GPTModel, generate_text_simple
-from llmscratch.kv_cache import (TRANSPOSE_MIN_TOKENS, FastLinear, KVCache, forward_with_cache, generate_text_cached,
-                                 transposed_blocks)
+from llmscratch.kv_cache import (
+    TRANSPOSE_MIN_TOKENS, FastLinear, KVCache, forward_with_cache, generate_text_cached, generate_text_simple_cached,
+    transposed_blocks,
+)
 
 CFG = {"vocab_size": 101, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2, "drop_rate": 0.1,
        "qkv_bias": True}
@@ -24,7 +26,7 @@ def make_model(attn_impl, device="cpu", **changes):
 
 def assert_cached_equals_uncached(model, idx, max_new_tokens, context_size):
     expected = generate_text_simple(model, idx, max_new_tokens, context_size)
-    out = generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=True)
+    out = generate_text_simple_cached(model, idx, max_new_tokens, context_size, use_cache=True)
     assert out.shape == (idx.shape[0], idx.shape[1] + max_new_tokens)
     assert torch.equal(out, expected)
     return out
@@ -107,21 +109,21 @@ def test_cached_generation_without_qkv_bias_and_zero_tokens(attn_impl):
     model = make_model(attn_impl, qkv_bias=False)
     idx = torch.tensor([[1, 2, 3], [4, 5, 6]])
     assert_cached_equals_uncached(model, idx, 20, 16)
-    assert torch.equal(generate_text_simple(model, idx, 0, 16, use_cache=True), idx)
+    assert torch.equal(generate_text_simple_cached(model, idx, 0, 16, use_cache=True), idx)
 
 
 def test_cached_output_can_be_used_with_autograd():
     """Generation runs under inference_mode, but hands back an ordinary tensor that training code can use."""
     model = make_model("sdpa")
-    out = generate_text_simple(model, torch.tensor([[1, 2]]), 3, 16, use_cache=True)
+    out = generate_text_simple_cached(model, torch.tensor([[1, 2]]), 3, 16, use_cache=True)
     assert not out.is_inference()
     model(out).sum().backward()
 
 
 def test_context_size_larger_than_model_context_is_a_value_error():
     model = make_model("scratch")
-    with pytest.raises(ValueError, match=r"context_size=17.*context_length=16"):
-        generate_text_simple(model, torch.tensor([[1, 2, 3]]), 2, context_size=17, use_cache=True)
+    with pytest.raises(ValueError, match=r"context_size must be between 1 and the model's context_length \(16\), got 17"):
+        generate_text_simple_cached(model, torch.tensor([[1, 2, 3]]), 2, context_size=17, use_cache=True)
 
 
 @pytest.mark.parametrize("attn_impl", ATTN_IMPLS)

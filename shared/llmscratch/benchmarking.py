@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .attention import (
-    MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper, qkv_weights_and_bias,
-)
+from .attention import MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper
 from .gpt import GPT_CONFIG_124M, GPTModel, generate_text_simple
+from .gpt2_weights import gpt_to_hf_state_dict
+from .kv_cache import generate_text_cached
+from .settings import resolve_device
 
 # tiktoken's ids for "Hello, I am": used when tiktoken's vocabulary cannot be loaded (offline, no cache).
 _HELLO_PROMPT = "Hello, I am"
@@ -28,7 +29,8 @@ _HELLO_IDS = [15496, 11, 314, 716]
 
 
 def _device(device) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cpu")
+    """``device`` checked by the course's one device resolver (``llmscratch.settings``); ``None``: the CPU."""
+    return resolve_device(str(device)) if device is not None else torch.device("cpu")
 
 
 def _cpu_model() -> str:
@@ -174,29 +176,7 @@ def _transformers_gpt2(model: GPTModel, cfg):
         layer_norm_epsilon=1e-5, activation_function="gelu_new", tie_word_embeddings=False,
     )
     hf = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        hf.transformer.wte.weight.copy_(model.tok_emb.weight)
-        hf.transformer.wpe.weight.copy_(model.pos_emb.weight)
-        for block, h in zip(model.trf_blocks, hf.transformer.h):
-            qkv_weights, qkv_bias = qkv_weights_and_bias(block.att)
-            # transformers' Conv1D stores weights as (in_features, out_features): transpose nn.Linear's
-            h.attn.c_attn.weight.copy_(torch.cat(qkv_weights).T)
-            if qkv_bias is None:
-                h.attn.c_attn.bias.zero_()
-            else:
-                h.attn.c_attn.bias.copy_(qkv_bias)
-            h.attn.c_proj.weight.copy_(block.att.out_proj.weight.T)
-            h.attn.c_proj.bias.copy_(block.att.out_proj.bias)
-            h.mlp.c_fc.weight.copy_(block.ff.layers[0].weight.T)
-            h.mlp.c_fc.bias.copy_(block.ff.layers[0].bias)
-            h.mlp.c_proj.weight.copy_(block.ff.layers[2].weight.T)
-            h.mlp.c_proj.bias.copy_(block.ff.layers[2].bias)
-            for ln, norm in ((h.ln_1, block.norm1), (h.ln_2, block.norm2)):
-                ln.weight.copy_(norm.scale)
-                ln.bias.copy_(norm.shift)
-        hf.transformer.ln_f.weight.copy_(model.final_norm.scale)
-        hf.transformer.ln_f.bias.copy_(model.final_norm.shift)
-        hf.lm_head.weight.copy_(model.out_head.weight)
+    hf.load_state_dict(gpt_to_hf_state_dict(model, cfg))  # the package's one GPT-2 <-> GPTModel mapping
     return hf
 
 
@@ -206,7 +186,7 @@ def compare_generation(cfg=GPT_CONFIG_124M, *, prompt=_HELLO_PROMPT, max_new_tok
 
     Introduced in ch04_gpt_model (KV cache). A seeded random ``GPTModel(cfg)`` (eval mode, no gradients)
     generates ``max_new_tokens`` tokens after ``prompt`` (a string, or token ids) with
-    ``generate_text_simple(..., use_cache=False)`` and ``use_cache=True``; the two must produce the same
+    ``generate_text_simple`` and ``generate_text_cached`` (the KV cache); the two must produce the same
     tokens (else ``AssertionError``: a speedup for a wrong output is no speedup). If ``transformers`` is
     installed and ``include_transformers``, a ``GPT2LMHeadModel`` of the same size holding the same random
     weights (built from a ``GPT2Config``, nothing downloaded) runs ``generate(do_sample=False)`` with its
@@ -240,7 +220,8 @@ def compare_generation(cfg=GPT_CONFIG_124M, *, prompt=_HELLO_PROMPT, max_new_tok
 
     with torch.no_grad():
         for name, use_cache in (("no cache", False), ("KV cache", True)):
-            measure(name, lambda n, c=use_cache: generate_text_simple(model, idx, n, context_size, use_cache=c))
+            generate = generate_text_cached if use_cache else generate_text_simple
+            measure(name, lambda n, g=generate: g(model, idx, n, context_size))
         assert torch.equal(results["no cache"][1], results["KV cache"][1]), \
             "generation with the KV cache produced different tokens than without it"
 

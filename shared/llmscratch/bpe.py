@@ -7,14 +7,17 @@ tokenizer; this module rebuilds the same algorithm in plain Python so that it ca
    numbers, punctuation runs, whitespace), so merges never cross a word boundary;
 2. every pre-token becomes its UTF-8 bytes, and each of the 256 byte values is a token (ids 0-255);
 3. training repeatedly merges the most frequent adjacent pair of tokens into a new token;
-4. encoding repeats, inside each pre-token, the merge whose result has the lowest rank (id).
+4. encoding repeats, inside each pre-token, the merge whose result has the lowest rank (id); a heap of
+   candidate pairs keeps this O(n log n) even for a pre-token of thousands of bytes.
 
-``BPETokenizer.from_gpt2`` (in :mod:`llmscratch.bpe_gpt2`) loads GPT-2's own files and encodes exactly like
-``tiktoken.get_encoding("gpt2")``.
+``BPETokenizer.from_gpt2`` (reading files with :mod:`llmscratch.bpe_gpt2`) loads GPT-2's own files and encodes
+exactly like ``tiktoken.get_encoding("gpt2")``. The book's bonus material names the same things
+``load_vocab_and_merges_from_openai`` and ``bpe_merges``; both names work here too.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -200,20 +203,56 @@ class BPETokenizer:
 
         This is tiktoken's rule (ties go to the leftmost pair); a whole pre-token that is a token is
         returned at once.
+
+        Rescanning every pair after each merge would cost O(n^2) for a pre-token of n bytes (a run of
+        16,000 identical letters takes seconds), so the parts are kept in a structure that makes each merge
+        cheap, for O(n log n) in all:
+
+        * a part is named by the offset where it starts in ``piece``; ``part_end[start]`` is where it ends
+          (which is where the next part starts) and ``part_before[start]`` is where the part before it
+          starts: a doubly linked list over the bytes, so merging two parts is changing a few entries;
+        * every adjacent pair of parts whose concatenation is a token waits in a min-heap as
+          ``(rank, left_start, right_start, right_end)``; the smallest entry is the lowest rank and, among
+          equal ranks, the leftmost pair: exactly the merge tiktoken makes next;
+        * a merge changes only the pairs on each side of the new part, which are pushed again; the entries
+          of pairs that no longer exist stay in the heap and are skipped when popped (lazy deletion): an
+          entry is current only if both of its parts still start and end where they did when it was pushed.
         """
-        if piece in self._ranks:
-            return (self._ranks[piece],)
-        parts = [piece[i : i + 1] for i in range(len(piece))]
-        while len(parts) > 1:
-            best_rank, best_i = None, -1
-            for i in range(len(parts) - 1):
-                rank = self._ranks.get(parts[i] + parts[i + 1])
-                if rank is not None and (best_rank is None or rank < best_rank):
-                    best_rank, best_i = rank, i
-            if best_rank is None:
-                break
-            parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-        return tuple(self._ranks[part] for part in parts)
+        ranks = self._ranks
+        if piece in ranks:
+            return (ranks[piece],)
+        n = len(piece)
+        merged_away = -1  # part_end value of a part that was merged into the part on its left
+        part_end = list(range(1, n + 1))  # at first every byte is a part
+        part_before = list(range(-1, n - 1))  # -1: there is no part before the first one
+        heap: list[tuple[int, int, int, int]] = []  # (rank, left_start, right_start, right_end)
+        for start in range(n - 1):  # the adjacent pairs of single bytes that are tokens
+            rank = ranks.get(piece[start : start + 2])
+            if rank is not None:
+                heap.append((rank, start, start + 1, start + 2))
+        heapq.heapify(heap)
+
+        def push_if_token(left_start: int, right_start: int, right_end: int) -> None:
+            rank = ranks.get(piece[left_start:right_end])
+            if rank is not None:
+                heapq.heappush(heap, (rank, left_start, right_start, right_end))
+
+        while heap:
+            _, left_start, right_start, right_end = heapq.heappop(heap)
+            if part_end[left_start] != right_start or part_end[right_start] != right_end:
+                continue  # stale: one of the two parts has been merged since this entry was pushed
+            part_end[left_start], part_end[right_start] = right_end, merged_away
+            if right_end < n:  # the new part and the part after it
+                part_before[right_end] = left_start
+                push_if_token(left_start, right_end, part_end[right_end])
+            if left_start > 0:  # the part before it and the new part
+                push_if_token(part_before[left_start], left_start, right_end)
+        ids: list[int] = []
+        start = 0
+        while start < n:
+            ids.append(ranks[piece[start : part_end[start]]])
+            start = part_end[start]
+        return tuple(ids)
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` with no special-token handling at all (special strings are plain text).
@@ -278,11 +317,26 @@ class BPETokenizer:
         Introduced in ch02_text_data (beyond the book: BPE from scratch). ``<|endoftext|>`` is id 50256;
         pass ``allowed_special={"<|endoftext|>"}`` to ``encode`` to use it.
         """
+        tokenizer = cls()
+        tokenizer.load_vocab_and_merges_from_openai(encoder_json_path, vocab_bpe_path)
+        return tokenizer
+
+    def load_vocab_and_merges_from_openai(self, vocab_path: str | Path, bpe_merges_path: str | Path) -> None:
+        """The book's name for loading GPT-2's files into this tokenizer (``vocab_path`` is ``encoder.json``).
+
+        Introduced in ch02_text_data (beyond the book: BPE from scratch). As in the book's
+        ``BPETokenizerSimple``, it fills ``self`` (replacing what it had learned) and returns nothing;
+        ``BPETokenizer.from_gpt2`` does the same on a new tokenizer. Encodes exactly like ``tiktoken`` ("gpt2").
+        """
         from .bpe_gpt2 import load_gpt2_vocab_and_merges
 
-        tokenizer = cls()
-        tokenizer.vocab, tokenizer.merges, tokenizer.special_tokens = load_gpt2_vocab_and_merges(
-            encoder_json_path, vocab_bpe_path
-        )
-        tokenizer._rebuild_ranks()
-        return tokenizer
+        self.vocab, self.merges, self.special_tokens = load_gpt2_vocab_and_merges(vocab_path, bpe_merges_path)
+        self._rebuild_ranks()
+
+    @property
+    def bpe_merges(self) -> dict[Pair, int]:
+        """The book's name for ``merges`` (the same dict: pair of ids -> id of the merged token).
+
+        Introduced in ch02_text_data (beyond the book: BPE from scratch).
+        """
+        return self.merges

@@ -136,39 +136,81 @@ def _check_config(path, saved, config):
         )
 
 
+def _torch_load(path, map_location, what):
+    """``torch.load(weights_only=True)`` with a one-line ``ValueError`` for files it cannot or will not read.
+
+    PyTorch's own message for a refused file suggests ``weights_only=False``, which would run any code hidden
+    in the file: never shown here.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} at {path}: check the path")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a {what} file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated/corrupt file, not a torch file, or refused by weights_only
+        if "weights_only" in str(error).lower() or "weights only" in str(error).lower():
+            reason = "it holds Python objects other than tensors and plain values, which are not loaded for safety"
+        else:
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            reason = f"torch.load failed: {type(error).__name__}: {first_line}"
+        raise ValueError(f"{path} is not a {what} ({reason})") from None
+
+
+def _check_version(path, payload):
+    version = payload.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path} has no valid checkpoint version ({version!r}): the file is damaged; use another "
+                         "checkpoint or start a new run")
+    if version > CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint version {version}, newer than this llmscratch "
+            f"({CHECKPOINT_VERSION}); update the package (git pull; pip install -r requirements.txt)"
+        )
+    missing = [key for key in ("model_state_dict", "optimizer_state_dict", "training_state") if key not in payload]
+    if missing or not isinstance(payload.get("training_state"), dict):
+        raise ValueError(f"{path} lacks {', '.join(missing) or 'a training_state dict'}: the file is damaged or "
+                         "was not written by save_checkpoint; use another checkpoint or start a new run")
+
+
+def load_model_state(path, map_location="cpu"):
+    """``(state_dict, config or None)`` of a model file: a checkpoint of ``save_checkpoint`` (with its config),
+    the book's ``{"model_state_dict": ..., "optimizer_state_dict": ...}`` (5.4) or a bare ``state_dict``.
+
+    The one reader of the checkpoint format for code that only needs the weights (``load_pretrained_gpt2``).
+    """
+    payload = _torch_load(path, map_location, "PyTorch model file (torch.save of a state_dict or a checkpoint)")
+    config = None
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        _check_version(path, payload)
+        config = payload["training_state"].get("config")
+        payload = payload["model_state_dict"]
+    elif isinstance(payload, dict) and isinstance(payload.get("model_state_dict"), dict):
+        payload = payload["model_state_dict"]  # the book's checkpoint with the optimizer's state (5.4)
+    if not isinstance(payload, dict) or not payload or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(f"{path} holds a {type(payload).__name__}, not a state dict of tensors nor a checkpoint")
+    return payload, config if isinstance(config, dict) else None
+
+
 def load_checkpoint(path, model, optimizer=None, map_location="cpu", *, config=None):
     """Load a checkpoint into ``model`` (and ``optimizer``); return its training state (ch05_pretraining, 5.4).
 
     Loads with ``torch.load(weights_only=True)``. ``config``, when given, must equal the config saved with the
     checkpoint (the error names the keys that differ). The RNG states are returned, not applied: call
-    ``set_rng_state(state["rng_state"])`` to continue the random sequence (``train_model_simple`` does).
+    ``set_rng_state(state["rng_state"])`` to continue the random sequence (``ResumableRun`` does).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"no checkpoint at {path}: check the path, or train first with "
-            f"train_model_simple(..., checkpoint_path={str(path)!r}) (or save_checkpoint), "
+            f"train_model_resumable(..., checkpoint_path={str(path)!r}) (or save_checkpoint), "
             "or start from scratch with resume=False"
         )
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated/corrupt file, not a torch file, or refused by weights_only
-        if "weights_only" in str(error).lower() or "weights only" in str(error).lower():
-            reason = "it holds Python objects other than tensors and plain values (refused by weights_only=True)"
-        else:
-            reason = f"torch.load failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise ValueError(
-            f"{path} is not a checkpoint written by llmscratch.checkpoints.save_checkpoint ({reason})"
-        ) from error
+    payload = _torch_load(path, map_location, "checkpoint written by llmscratch.checkpoints.save_checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise _not_a_checkpoint(path, payload)
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{path} has checkpoint version {payload['version']}, newer than this llmscratch "
-            f"({CHECKPOINT_VERSION}); update the package"
-        )
+    _check_version(path, payload)
     state = payload["training_state"]
     saved_config = state.get("config")
     if config is not None and saved_config is not None:
@@ -179,8 +221,8 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu", *, config=N
         hint = f" (it was saved with config {saved_config})" if saved_config is not None else ""
         raise ValueError(
             f"the model's architecture does not match the checkpoint {path}{hint}; build the model with the "
-            f"same config. PyTorch said: {error}"
-        ) from error
+            f"same config. PyTorch said: {str(error).splitlines()[0]}"
+        ) from None
     if optimizer is not None:
         if payload["optimizer_state_dict"] is None:
             raise ValueError(f"{path} holds no optimizer state (saved with optimizer=None); pass optimizer=None")
@@ -190,5 +232,5 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu", *, config=N
             raise ValueError(
                 f"the optimizer does not match the one saved in {path} (same model parameters and "
                 f"param_groups are needed): {error}"
-            ) from error
+            ) from None
     return state

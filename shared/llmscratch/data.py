@@ -7,32 +7,51 @@ canonical URL and sha256. :func:`get_data` returns the local path of a file and,
 2. copies it from an offline mirror folder (``LLMSCRATCH_DATA_MIRROR``) when the mirror holds it;
 3. downloads it from its URL (with a timeout, a few retries and a progress bar).
 
-A file only appears under its final name after its sha256 has been checked: it is written to a hidden
-``.part`` file next to it and moved into place with :func:`os.replace`, so an interrupted or wrong
-download never leaves a broken file behind.
+A file only appears under its final name after its sha256 has been checked: it is staged in a hidden
+``.{name}.XXXXXXXX.part`` file or folder next to it, flushed to disk and moved into place with
+:func:`os.replace` (:mod:`llmscratch.files`), so an interrupted or wrong download never leaves a broken file
+behind; a staging file that a killed process left is removed by the next fetch once it is a minute old. A
+misconfigured mirror (a missing folder, a folder or an unreadable file where the file should be) is an error
+at once, not a silent fall-through to the network.
+
+Who does what. `pooch <https://www.fatiando.org/pooch>`_ fetches: :func:`pooch.retrieve` with a
+:class:`pooch.HTTPDownloader` (requests: streaming, timeout, User-Agent, tqdm progress bar; urllib3 2 rejects a
+body shorter than its Content-Length) downloads into the staging folder, and :class:`pooch.Unzip` extracts the
+zip member there. Three parts stay ours, because pooch cannot do them the way the course needs:
+
+* the retries: ``pooch.retrieve`` has none, and ``Pooch.fetch(retry_if_failed=n)`` retries every requests
+  error (a 404 too) and every hash mismatch, after fixed waits of 1 s, 2 s, 3 s... that cannot be set. Ours
+  retries network failures and HTTP 408/429/5xx only, after ``backoff``, ``2 * backoff``... seconds.
+* the sha256 check: with ``known_hash`` pooch deletes a mismatching file and raises a ValueError whose text
+  is the only place the received hash appears, and the registry's hash of a zipped file is the member's, not
+  the archive's. So pooch gets ``known_hash=None`` and :func:`sha256_of` checks the file before it is
+  installed, for :class:`DataChecksumError` to name both hashes.
+* the install into the data folder: pooch only ever writes inside the staging folder; the checked file is
+  ``fsync``-ed and moved over its final name with :func:`os.replace` (pooch's own move does not ``fsync``).
 
 Run ``python -m llmscratch download`` to fetch all the files at once (e.g. before going offline).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.client
 import logging
 import os
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tqdm.auto import tqdm
+import pooch
+import requests
+from tqdm import tqdm
 
-from .files import finish, install, staged_file
+from .files import finish, install, remove_stale_temp_files, staged_file, staged_folder, sync_file
 from .settings import get_settings
 
 __all__ = [
@@ -52,6 +71,8 @@ MIRROR_VARIABLE = "LLMSCRATCH_DATA_MIRROR"
 USER_AGENT = "Mozilla/5.0 (compatible; llmscratch course data downloader)"
 _CHUNK = 1 << 20  # 1 MiB
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # HTTP answers worth another try
+# failures of the network itself, worth another try (requests.ConnectionError is not the built-in one)
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 @dataclass(frozen=True)
@@ -109,13 +130,6 @@ class DataChecksumError(DataDownloadError):
     """A data file's content does not match its expected sha256; nothing was kept."""
 
 
-class _ShortResponse(Exception):
-    """The server closed the connection before sending Content-Length bytes."""
-
-
-_TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, _ShortResponse)
-
-
 def sha256_of(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
     """The hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -149,18 +163,21 @@ def fetch(
     """Make ``data_dir/entry.filename`` hold the verified file and return its path.
 
     Cache first (a cached file with the wrong sha256 is deleted and fetched again), then
-    ``mirror/entry.filename`` if it exists, then the URL. ``retries`` is the number of extra download
+    ``mirror/entry.filename`` if the mirror holds it, then the URL. ``retries`` is the number of extra download
     attempts after a network failure; they wait ``backoff``, ``2 * backoff``, ``4 * backoff``... seconds.
+    Staging files of this entry that a killed process left in ``data_dir`` (a minute old) are removed first.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     target = data_dir / entry.filename
+    for stale in remove_stale_temp_files(data_dir, [entry.filename]):
+        _log.info("removed %s, left by an interrupted download", stale)
     if _cached(entry, target):
         return target
-    mirror_file = Path(mirror) / entry.filename if mirror is not None else None
-    if mirror_file is not None and mirror_file.is_file():
+    mirror_file = _mirror_file(entry, mirror)
+    if mirror_file is not None:
         _copy_from_mirror(entry, mirror_file, target)
     else:
         _download(entry, target, mirror, timeout=timeout, retries=retries, backoff=backoff, progress=progress)
@@ -198,9 +215,38 @@ def _install(entry: DataFile, part: Path, target: Path, *, source: str, hint: st
     install(part, target)
 
 
+# --- the offline mirror ------------------------------------------------------------------------------------
+
+
+def _mirror_file(entry: DataFile, mirror: str | os.PathLike[str] | None) -> Path | None:
+    """``mirror/entry.filename`` if the mirror holds it, None if there is no mirror or it lacks the file.
+
+    A mirror that is not a folder, or that holds something other than a file under the name, is an error:
+    falling through to the network would hide the misconfiguration behind a slow download or an offline error.
+    """
+    if mirror is None:
+        return None
+    mirror = Path(mirror)
+    if not mirror.is_dir():
+        problem = "does not exist" if not mirror.exists() else "is not a folder"
+        raise DataDownloadError(
+            f"{MIRROR_VARIABLE} is {mirror}, which {problem}. Set it to the folder that holds the course's "
+            f"data files, or unset it to download them."
+        )
+    path = mirror / entry.filename
+    if path.is_file():
+        return path
+    if path.exists() or path.is_symlink():
+        raise DataDownloadError(
+            f"The mirror folder {mirror} ({MIRROR_VARIABLE}) holds {path}, which is not a file (a folder or a "
+            f"broken link). Replace it with the file (canonical source: {entry.url}), or remove it to download it."
+        )
+    return None
+
+
 def _copy_from_mirror(entry: DataFile, mirror_file: Path, target: Path) -> None:
     with staged_file(target) as (handle, part):
-        with mirror_file.open("rb") as source:
+        with _open_mirror_file(mirror_file) as source:
             shutil.copyfileobj(source, handle, _CHUNK)
         finish(handle)
         hint = (
@@ -211,6 +257,19 @@ def _copy_from_mirror(entry: DataFile, mirror_file: Path, target: Path) -> None:
         _install(entry, part, target, source=f"mirror file {mirror_file}", hint=hint)
 
 
+def _open_mirror_file(mirror_file: Path) -> IO[bytes]:
+    try:
+        return mirror_file.open("rb")
+    except OSError as error:
+        raise DataDownloadError(
+            f"Cannot read the mirror file {mirror_file} ({error.strerror or error}). Make it readable, or unset "
+            f"{MIRROR_VARIABLE} to download it."
+        ) from error
+
+
+# --- download (pooch fetches; retries, checks and the install are ours) ------------------------------------
+
+
 def _download(
     entry: DataFile, target: Path, mirror: object, *, timeout: float, retries: int, backoff: float, progress: bool
 ) -> None:
@@ -218,79 +277,119 @@ def _download(
         f"The file at {entry.url} may have changed or been damaged on the way: try again, or download it "
         "by hand and compare its sha256 with the one in llmscratch.data.DATA_FILES."
     )
-    with staged_file(target) as (handle, part):
-        _download_with_retries(entry, target, mirror, handle, timeout=timeout, retries=retries, backoff=backoff,
-                               progress=progress)
-        finish(handle)
-        if entry.zip_member is None:
-            _install(entry, part, target, source=entry.url, hint=hint)
-            return
-        with staged_file(target) as (member_handle, member_part):
-            _extract_member(entry, part, member_handle, target)
-            finish(member_handle)
-            _install(entry, member_part, target, source=f"{entry.url} (member {entry.zip_member!r})", hint=hint)
+    source = entry.url if entry.zip_member is None else f"{entry.url} (member {entry.zip_member!r})"
+    with staged_folder(target) as stage:
+        fetched = _retrieve_with_retries(entry, target, mirror, stage, timeout=timeout, retries=retries,
+                                         backoff=backoff, progress=progress)
+        sync_file(fetched)
+        _install(entry, fetched, target, source=source, hint=hint)
 
 
-def _download_with_retries(
-    entry: DataFile, target: Path, mirror: object, handle: IO[bytes], *, timeout: float, retries: int,
-    backoff: float, progress: bool,
-) -> None:
-    last_error: BaseException | None = None
+def _retrieve_with_retries(
+    entry: DataFile, target: Path, mirror: object, stage: Path, *, timeout: float, retries: int, backoff: float,
+    progress: bool,
+) -> Path:
+    last_error: requests.RequestException | None = None
     attempts = 0
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         attempts += 1
-        handle.seek(0)
-        handle.truncate()
         try:
-            _stream(entry.url, handle, timeout=timeout, progress=progress, desc=entry.filename)
-            return
-        except urllib.error.HTTPError as error:
-            error.close()
+            return _retrieve(entry, target, stage, timeout=timeout, progress=progress)
+        except requests.RequestException as error:
             last_error = error
-            if error.code not in _RETRY_STATUS:
+            if not _worth_retrying(error):
                 break
-        except _TRANSIENT as error:
-            last_error = error
         _log.info("download of %s failed (attempt %d of %d): %s", entry.url, attempts, retries + 1, last_error)
     raise _download_error(entry, target, mirror, last_error, attempts) from last_error
 
 
-def _stream(url: str, handle: IO[bytes], *, timeout: float, progress: bool, desc: str) -> None:
-    """Write the body of ``url`` to ``handle``; a body shorter than its Content-Length is an error."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.strip().isdigit() else None
-        received = 0
-        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress) as bar:
-            while chunk := response.read(_CHUNK):
-                handle.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and received < total:
-        raise _ShortResponse(f"connection closed after {received} of {total} bytes")
+def _retrieve(entry: DataFile, target: Path, stage: Path, *, timeout: float, progress: bool) -> Path:
+    """One download attempt with pooch into ``stage``: the downloaded file, or the member extracted from it."""
+    with _progress_bar(entry.filename, progress) as bar:
+        downloader = pooch.HTTPDownloader(progressbar=bar if progress else False, chunk_size=1 << 16,
+                                          timeout=timeout, headers={"User-Agent": USER_AGENT})
+        return _pooch_retrieve(downloader, entry, target, stage)
 
 
-def _extract_member(entry: DataFile, archive: Path, handle: IO[bytes], target: Path) -> None:
+class _PoochBar(tqdm):
+    """The bar that pooch fills (it sets ``total`` and calls ``update``, ``reset``, ``close``), passed as an object
+    rather than ``progressbar=True`` so that it names the file and is closed by us when an attempt fails."""
+
+    def __bool__(self) -> bool:  # pooch only uses a bar object that is true; tqdm's truth is total > 0
+        return True
+
+
+def _progress_bar(desc: str, enabled: bool) -> _PoochBar:
+    return _PoochBar(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled)
+
+
+def _pooch_retrieve(downloader: pooch.HTTPDownloader, entry: DataFile, target: Path, stage: Path) -> Path:
+    """``pooch.retrieve`` into ``stage``, without ``known_hash`` (the check is ours, see the module docstring)."""
+    if entry.zip_member is None:
+        with _quiet_pooch():
+            return Path(pooch.retrieve(entry.url, known_hash=None, fname=entry.filename, path=stage,
+                                       downloader=downloader))
+    unzip = pooch.Unzip(members=[entry.zip_member], extract_dir="unzipped")  # stage/unzipped/<member>
     try:
-        with zipfile.ZipFile(archive) as zipped, zipped.open(str(entry.zip_member)) as member:
-            shutil.copyfileobj(member, handle, _CHUNK)
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise DataDownloadError(
-            f"{entry.url} is not a zip archive holding {entry.zip_member!r} ({error}). "
-            f"Nothing was kept in {target.parent}. Try again later, or extract the member by hand and save it "
-            f"as {target}."
-        ) from error
+        with _quiet_pooch():
+            pooch.retrieve(entry.url, known_hash=None, fname=f"{entry.filename}.zip", path=stage,
+                           downloader=downloader, processor=unzip)
+    except zipfile.BadZipFile as error:
+        raise _not_a_zip(entry, target, str(error)) from error
+    member = stage / "unzipped" / entry.zip_member
+    if not member.is_file():
+        raise _not_a_zip(entry, target, "the member is missing")
+    return member
+
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """Mute pooch's INFO lines (they name our staging folder and suggest a known_hash); warnings still show."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _worth_retrying(error: requests.RequestException) -> bool:
+    if isinstance(error, requests.HTTPError):
+        return error.response is not None and error.response.status_code in _RETRY_STATUS
+    return isinstance(error, _TRANSIENT)
+
+
+def _not_a_zip(entry: DataFile, target: Path, reason: str) -> DataDownloadError:
+    return DataDownloadError(
+        f"{entry.url} is not a zip archive holding {entry.zip_member!r} ({reason}). "
+        f"Nothing was kept in {target.parent}. Try again later, or extract the member by hand and save it "
+        f"as {target}."
+    )
 
 
 def _describe(error: BaseException | None) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return f"{error.reason}"
-    return str(error) or type(error).__name__
+    """A short reason: ``HTTP 404 Not Found``, or the innermost cause (``[Errno 111] Connection refused``)."""
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    if error is None:
+        return "no attempt"
+    root = _innermost(error)
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return f"connection closed early: {root}"
+    return str(root) or type(root).__name__
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The root cause of ``error``: requests wraps urllib3's error, which wraps the socket's."""
+    for _ in range(10):
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            break
+        error = cause
+    return error
 
 
 def _download_error(
@@ -302,7 +401,7 @@ def _download_error(
     if mirror is None:
         use_mirror = f"set {MIRROR_VARIABLE} to a folder that holds {entry.filename}"
     else:
-        use_mirror = f"put {entry.filename} in the mirror folder {mirror} (set by {MIRROR_VARIABLE})"
+        use_mirror = f"put {entry.filename} in the mirror folder {mirror} ({MIRROR_VARIABLE}), which lacks it"
     return DataDownloadError(
         f"Could not download {entry.name!r} from {entry.url} to {target} "
         f"({_describe(error)}; {attempts} attempt(s)). If this machine is offline or the site is down, "
@@ -321,7 +420,8 @@ def _display(path: Path) -> str:
 def main(names: list[str] | None = None) -> None:
     """Fetch ``names`` (default: every file of :data:`DATA_FILES`), one printed line per file.
 
-    This is ``python -m llmscratch download``.
+    This is ``python -m llmscratch download``. Every name is tried; if any failed, raises one
+    :class:`DataDownloadError` naming them (after their ``FAILED`` lines on stderr).
     """
     names = list(DATA_FILES) if not names else names
     for name in names:
@@ -336,4 +436,4 @@ def main(names: list[str] | None = None) -> None:
             continue
         print(f"{name:<20} {_display(path)}")
     if failed:
-        raise SystemExit(f"{len(failed)} of {len(names)} data files could not be fetched: {', '.join(failed)}")
+        raise DataDownloadError(f"{len(failed)} of {len(names)} data files could not be fetched: {', '.join(failed)}")

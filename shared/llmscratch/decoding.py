@@ -12,8 +12,11 @@ that leave batch size 1 exactly as in the book (same tokens, same calls to the r
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from .gpt import check_generation_args
 from .kv_cache import CachedDecoder, use_transposed_weights
 
 # The toy vocabulary of the book's temperature demo (ch05_pretraining, 5.3.1)
@@ -61,91 +64,81 @@ def print_sampled_tokens(probas, inverse_vocab=None, num_samples=1_000, seed=123
     return sampled_ids
 
 
-def _check_generate_args(idx, max_new_tokens, context_size, temperature, top_k):
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
-        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-        raise ValueError(
-            f"idx must be a (batch_size, num_tokens) tensor of token ids, got {shape}; "
-            "text_to_token_ids(text, tokenizer) gives one with batch size 1"
-        )
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if context_size < 1:
-        raise ValueError(f"context_size must be >= 1, got {context_size} (use the model's context_length)")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy decoding), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be None (no filtering) or >= 1, got {top_k}")
+def check_sampling_args(temperature, top_k, vocab_size, eos_id=None):
+    """Clear ``ValueError``s for sampling settings ``generate`` cannot use (ch05_pretraining, 5.3)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy decoding), got {temperature!r}")
+    vocab_size = float("inf") if vocab_size is None else vocab_size
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top_k must be None (no filtering) or between 1 and the vocabulary size {vocab_size}, "
+                         f"got {top_k}")
+    if eos_id is not None and not 0 <= eos_id < vocab_size:
+        raise ValueError(f"eos_id must be a token id between 0 and {vocab_size - 1}, got {eos_id} "
+                         "(GPT-2's <|endoftext|> is 50256)")
+
+
+def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id):
+    check_generation_args(model, idx, max_new_tokens, context_size)
+    tok_emb = getattr(model, "tok_emb", None)  # any model works; a GPTModel's vocabulary bounds top_k and eos_id
+    check_sampling_args(temperature, top_k, tok_emb.num_embeddings if tok_emb is not None else None, eos_id)
 
 
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, use_cache=False):
-    """Generate up to ``max_new_tokens`` tokens after ``idx`` (batch, num_tokens) (ch05_pretraining, 5.3.3).
+    """The book's ``generate``: top-k filtering, temperature sampling or greedy argmax (ch05_pretraining, 5.3.3).
 
-    Each step takes the logits of the last position, keeps only the ``top_k`` largest (the others become
-    ``-inf``), and then either samples from ``softmax(logits / temperature)`` (``temperature > 0``) or takes
-    the argmax (``temperature == 0``, greedy, the same tokens as ``generate_text_simple``).
+    Differences from the book (batch size 1 gives the book's tokens and random draws):
 
-    ``eos_id`` (end of sequence), as the book for batch size 1: when the chosen token is ``eos_id``, generation
-    stops *before* appending it, so the result never ends with the token that stopped it. In a batch each
-    sequence stops on its own: from the step where a sequence picks ``eos_id`` on, its row gets ``eos_id`` as
-    padding (the token it picked stays: it is the first padding token), and once every sequence has picked it
-    the loop stops without appending that last column. So:
-
-    - every row is rectangular padding-after-the-end: cut a row at its first generated ``eos_id`` to get the
-      text of that sequence;
-    - the result has as many new columns as steps before the last sequence finished (at most
-      ``max_new_tokens``); for batch size 1 this is exactly the book's behaviour and output;
-    - finished rows still go through the model (their tokens are ignored), and the random draws are the same
-      as without ``eos_id``: one ``multinomial`` call per step for the whole batch.
-
-    ``use_cache=True`` keeps the keys and values of the tokens already seen (``llmscratch.kv_cache``) instead
-    of recomputing the whole context at every step. It gives the same tokens as ``use_cache=False`` (greedy,
-    and sampled under the same ``torch.manual_seed``: it makes the same random draws) up to float rounding
-    (the cached path computes the same functions with other kernels). Call ``model.eval()`` first: with
-    dropout active neither path is reproducible. The top-k filter keeps every token tied with the k-th
-    largest logit, as the book's does.
+    - top-k keeps a row's k-th largest logit per row (``top_logits[:, -1:]``), so batches work too;
+    - ``eos_id`` stops each sequence of a batch on its own: a finished row is padded with ``eos_id`` and the loop
+      stops, without appending, once every row has picked it (the book's ``if idx_next == eos_id`` needs batch 1);
+    - ``use_cache=True`` decodes with the KV cache of ``llmscratch.kv_cache``: the same tokens, faster.
     """
-    _check_generate_args(idx, max_new_tokens, context_size, temperature, top_k)
-    decoder = None
-    if use_cache:
-        with torch.no_grad():
-            decoder = CachedDecoder(model, idx, context_size, use_transposed_weights(idx, max_new_tokens))
-    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # (batch,)
+    _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)  # beyond the book
+    decoder = CachedDecoder.for_generation(model, idx, max_new_tokens, context_size) if use_cache else None
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # (batch,): rows past eos_id
 
+    # For-loop is the same as before: Get logits, and only focus on last time step
     for _ in range(max_new_tokens):
-        if decoder is not None:
-            with torch.no_grad():
-                logits = decoder.next_token_logits(idx)  # (batch, vocab_size)
+        if decoder is not None:  # beyond the book: one new token through the model, the rest from the cache
+            logits = decoder.next_token_logits(idx)  # (batch, vocab_size)
         else:
-            idx_cond = idx[:, -context_size:]  # (batch, n_tokens), at most context_size tokens
+            idx_cond = idx[:, -context_size:]
             with torch.no_grad():
-                logits = model(idx_cond)  # (batch, n_tokens, vocab_size)
-            logits = logits[:, -1, :]  # (batch, vocab_size): only the last time step
+                logits = model(idx_cond)
+            logits = logits[:, -1, :]
 
-        # Filter logits with top_k sampling: keep only the top_k values of each row
+        # New: Filter logits with top_k sampling
         if top_k is not None:
-            if top_k > logits.shape[-1]:
-                raise ValueError(f"top_k={top_k} exceeds the vocabulary size {logits.shape[-1]}")
-            top_logits, _ = torch.topk(logits, top_k)  # (batch, top_k), sorted descending
-            min_val = top_logits[:, -1:]  # (batch, 1): the k-th largest logit of each row
+            # Keep only top_k values
+            top_logits, _ = torch.topk(logits, top_k)
+            min_val = top_logits[:, -1:]  # (batch, 1); the book's top_logits[:, -1] needs batch size 1
             logits = torch.where(logits < min_val, torch.tensor(float("-inf")).to(logits.device), logits)
 
+        # New: Apply temperature scaling
         if temperature > 0.0:
-            logits = logits / temperature  # temperature scaling
+            logits = logits / temperature
+
             # (not in the printed book) subtract the row max before softmax: same result, stable on mps
             logits = logits - logits.max(dim=-1, keepdim=True).values
-            probs = torch.softmax(logits, dim=-1)  # (batch, vocab_size)
-            idx_next = torch.multinomial(probs, num_samples=1)  # (batch, 1)
-        else:
-            idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1): greedy
 
-        if eos_id is not None:
-            # Finished rows keep receiving eos_id as padding; stop (without appending) once all are finished
-            idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)
+            # Apply softmax to get probabilities
+            probs = torch.softmax(logits, dim=-1)  # (batch_size, context_len)
+
+            # Sample from the distribution
+            idx_next = torch.multinomial(probs, num_samples=1)  # (batch_size, 1)
+
+        # Otherwise same as before: get idx of the vocab entry with the highest logits value
+        else:
+            idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (batch_size, 1)
+
+        if eos_id is not None:  # Stop generating early if end-of-sequence token is encountered and eos_id is specified
+            idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)  # finished rows: eos_id as padding
             finished = finished | (idx_next.squeeze(1) == eos_id)
             if bool(finished.all()):
                 break
 
-        idx = torch.cat((idx, idx_next), dim=1)  # (batch, num_tokens+1)
+        # Same as before: append sampled index to the running sequence
+        idx = torch.cat((idx, idx_next), dim=1)  # (batch_size, num_tokens+1)
 
     return idx

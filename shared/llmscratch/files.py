@@ -4,19 +4,29 @@ A file is written to a hidden temporary file in the same folder (``staged_file``
 then renamed over its final name (``install``, ``os.replace``: atomic on one file system). Whatever stops the
 writing (an error, a wrong checksum, a full disk, Ctrl+C), the final name holds either the old file or the
 new one, never half of one, and the temporary file is removed.
+
+Only a process killed outright (SIGKILL, power cut) leaves its hidden temporary file behind;
+``remove_stale_temp_files`` deletes those of our naming once nobody has written to them for a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 _UMASK = os.umask(0o022)  # read the umask once (os.umask can only read it by setting it)...
 os.umask(_UMASK)  # ...and put it back; temporary files are 0600, installed files get the usual mode
+
+STALE_AFTER = 60.0  # seconds without a write after which a temporary file of ours counts as abandoned
+# ".{target}.XXXXXXXX{.part|.tmp}": XXXXXXXX are the 8 random characters tempfile puts in its names
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.(?:part|tmp)")
 
 
 @contextlib.contextmanager
@@ -31,6 +41,70 @@ def staged_file(target: Path, suffix: str = ".part") -> Iterator[tuple[IO[bytes]
     finally:
         handle.close()
         part.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, suffix: str = ".part") -> Iterator[Path]:
+    """A hidden temporary folder ``.{name}.XXXX{suffix}`` next to ``target``, for a tool that writes files of its
+    own naming (e.g. pooch); always deleted on exit, with all it holds."""
+    target = Path(target)
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sync_file(path: Path) -> None:
+    """Flush a closed file that another library wrote to disk (``fsync``), like ``finish`` does for our handles."""
+    with open(path, "r+b") as handle:
+        os.fsync(handle.fileno())
+
+
+def remove_stale_temp_files(
+    folder: str | os.PathLike[str], names: str | Iterable[str] | None = None, *, older_than: float = STALE_AFTER
+) -> list[Path]:
+    """Delete the temporary files and folders that ``staged_file`` / ``staged_folder`` left in ``folder`` when
+    their process was killed, and return their paths.
+
+    Only hidden names of our pattern ``.{target}.XXXXXXXX.part`` / ``.tmp`` are candidates (``.gitignore``,
+    ``.notes.txt`` or another program's files never are), only for the targets in ``names`` when given, and only
+    when nothing was written to them (or, for a folder, in them) for ``older_than`` seconds: a live writer, such
+    as another process downloading the same file, keeps its file fresh and is left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    wanted = None if names is None else {names} if isinstance(names, str) else set(names)
+    now = time.time()
+    removed = []
+    for path in sorted(folder.iterdir()):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match is None or (wanted is not None and match["target"] not in wanted):
+            continue
+        last_write = _last_write(path)
+        if last_write is None or now - last_write < older_than:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _last_write(path: Path) -> float | None:
+    """The newest mtime of ``path`` and, for a folder, of everything in it; None if it vanished meanwhile."""
+    try:
+        newest = path.lstat().st_mtime
+        if path.is_dir() and not path.is_symlink():
+            for root, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    with contextlib.suppress(FileNotFoundError):
+                        newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    except FileNotFoundError:
+        return None
+    return newest
 
 
 def finish(handle: IO[bytes]) -> None:

@@ -30,13 +30,15 @@ import re
 import struct
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
+from .checkpoints import load_model_state
 from .gpt import GPT2_CONFIGS, GPTModel
 from .gpt2_download import GPT2_REPOS, download_gpt2
 
-__all__ = ["load_pretrained_gpt2", "pretrained_gpt2_config"]
+__all__ = ["assign", "gpt_to_hf_state_dict", "load_pretrained_gpt2", "load_weights_into_gpt", "pretrained_gpt2_config"]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")  # torch.save files; anything else is read as safetensors
 _IGNORED = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|att\.mask)$")  # buffers of HF GPT-2 / GPTModel
@@ -183,28 +185,16 @@ class _SafetensorsFile:
 
 
 class _StateDictFile:
-    """A ``torch.save`` state dict: read whole (1x memory), then handed out one tensor at a time.
+    """A ``torch.save`` state dict or checkpoint (``llmscratch.checkpoints.load_model_state`` reads it): read
+    whole (1x memory), then handed out one tensor at a time.
 
     No ``mmap=True``: memory-mapped parameters would break (SIGBUS) as soon as the same path is saved over,
     which is what a training loop does.
     """
 
     def __init__(self, path: Path):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"{path} is not a PyTorch state dict saved with torch.save "
-                             f"({type(error).__name__}: {error})") from None
-        self.config = None
-        if isinstance(state, dict) and isinstance(state.get("model_state_dict"), dict):
-            # the book's checkpoint with the optimizer's state (5.4), or save_checkpoint's (with the config)
-            training_state = state.get("training_state")
-            if isinstance(training_state, dict) and isinstance(training_state.get("config"), dict):
-                self.config = training_state["config"]
-            state = state["model_state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
-        self.state, self.tensors = state, list(state)
+        self.state, self.config = load_model_state(path)
+        self.tensors = list(self.state)
 
     def shape(self, name: str) -> tuple:
         return tuple(self.state[name].shape)
@@ -262,66 +252,97 @@ def _infer_config(shapes: dict, files) -> dict:
             "qkv_bias": qkv_bias, "drop_rate": 0.0}
 
 
-def _hf_plan(cfg: dict) -> list:
-    """``(name in the file, its shape, [(GPTModel's name, transform or None), ...])`` for Hugging Face's layout."""
+class PlanEntry(NamedTuple):
+    """One tensor of a checkpoint and the ``GPTModel`` tensors it becomes."""
+
+    name: str  # in the file, e.g. "h.0.attn.c_attn.weight"
+    shape: tuple  # in the file
+    targets: tuple  # GPTModel's names; three for c_attn (query, key, value packed along the last dim)
+    transposed: bool = False  # Conv1D stores (in, out); nn.Linear wants (out, in)
+
+    def to_gpt(self, tensor):
+        """``{GPTModel name: tensor}`` for this file tensor (views: split and transposed, not yet copied)."""
+        parts = tensor.chunk(len(self.targets), dim=-1) if len(self.targets) > 1 else (tensor,)
+        return {key: part.T if self.transposed else part for key, part in zip(self.targets, parts)}
+
+    def from_gpt(self, state):
+        """This file tensor built from a ``GPTModel`` state dict: the inverse of ``to_gpt``."""
+        parts = [state[key].T if self.transposed else state[key] for key in self.targets]
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def _hf_plan(cfg: dict) -> list[PlanEntry]:
+    """Hugging Face's GPT-2 layout (names without ``transformer.``) and where each tensor goes in ``GPTModel``.
+
+    The one description of the mapping: loading reads it one way (``PlanEntry.to_gpt``), ``gpt_to_hf_state_dict``
+    the other (``PlanEntry.from_gpt``).
+    """
     d, v, n = cfg["emb_dim"], cfg["vocab_size"], cfg["context_length"]
-    transpose = lambda t: t.T  # noqa: E731  Conv1D stores (in, out); nn.Linear wants (out, in)
-
-    def third(i, transform=lambda t: t):  # c_attn packs query, key, value along its last dim
-        return lambda t: transform(t[..., i * d:(i + 1) * d])
-
-    keep = None  # the tensor as it is in the file
-    plan = [("wte.weight", (v, d), [("tok_emb.weight", keep)]),
-            ("wpe.weight", (n, d), [("pos_emb.weight", keep)])]
+    plan = [PlanEntry("wte.weight", (v, d), ("tok_emb.weight",)),
+            PlanEntry("wpe.weight", (n, d), ("pos_emb.weight",))]
     for i in range(cfg["n_layers"]):
         h, b = f"h.{i}.", f"trf_blocks.{i}."
         qkv = ("W_query", "W_key", "W_value")
         plan += [
-            (h + "ln_1.weight", (d,), [(b + "norm1.scale", keep)]),
-            (h + "ln_1.bias", (d,), [(b + "norm1.shift", keep)]),
-            (h + "attn.c_attn.weight", (d, 3 * d),
-             [(f"{b}att.{w}.weight", third(j, transpose)) for j, w in enumerate(qkv)]),
-            (h + "attn.c_attn.bias", (3 * d,),
-             [(f"{b}att.{w}.bias", third(j)) for j, w in enumerate(qkv)]),
-            (h + "attn.c_proj.weight", (d, d), [(b + "att.out_proj.weight", transpose)]),
-            (h + "attn.c_proj.bias", (d,), [(b + "att.out_proj.bias", keep)]),
-            (h + "ln_2.weight", (d,), [(b + "norm2.scale", keep)]),
-            (h + "ln_2.bias", (d,), [(b + "norm2.shift", keep)]),
-            (h + "mlp.c_fc.weight", (d, 4 * d), [(b + "ff.layers.0.weight", transpose)]),
-            (h + "mlp.c_fc.bias", (4 * d,), [(b + "ff.layers.0.bias", keep)]),
-            (h + "mlp.c_proj.weight", (4 * d, d), [(b + "ff.layers.2.weight", transpose)]),
-            (h + "mlp.c_proj.bias", (d,), [(b + "ff.layers.2.bias", keep)]),
+            PlanEntry(h + "ln_1.weight", (d,), (b + "norm1.scale",)),
+            PlanEntry(h + "ln_1.bias", (d,), (b + "norm1.shift",)),
+            PlanEntry(h + "attn.c_attn.weight", (d, 3 * d), tuple(f"{b}att.{w}.weight" for w in qkv), True),
+            PlanEntry(h + "attn.c_attn.bias", (3 * d,), tuple(f"{b}att.{w}.bias" for w in qkv)),
+            PlanEntry(h + "attn.c_proj.weight", (d, d), (b + "att.out_proj.weight",), True),
+            PlanEntry(h + "attn.c_proj.bias", (d,), (b + "att.out_proj.bias",)),
+            PlanEntry(h + "ln_2.weight", (d,), (b + "norm2.scale",)),
+            PlanEntry(h + "ln_2.bias", (d,), (b + "norm2.shift",)),
+            PlanEntry(h + "mlp.c_fc.weight", (d, 4 * d), (b + "ff.layers.0.weight",), True),
+            PlanEntry(h + "mlp.c_fc.bias", (4 * d,), (b + "ff.layers.0.bias",)),
+            PlanEntry(h + "mlp.c_proj.weight", (4 * d, d), (b + "ff.layers.2.weight",), True),
+            PlanEntry(h + "mlp.c_proj.bias", (d,), (b + "ff.layers.2.bias",)),
         ]
-    return plan + [("ln_f.weight", (d,), [("final_norm.scale", keep)]),
-                   ("ln_f.bias", (d,), [("final_norm.shift", keep)]),
-                   ("lm_head.weight", (v, d), [("out_head.weight", keep)])]
+    return plan + [PlanEntry("ln_f.weight", (d,), ("final_norm.scale",)),
+                   PlanEntry("ln_f.bias", (d,), ("final_norm.shift",)),
+                   PlanEntry("lm_head.weight", (v, d), ("out_head.weight",))]
 
 
 def gpt2_safetensors_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the tensors in Hugging Face's ``model.safetensors`` of a GPT-2 with config ``cfg``
     (``transformer.`` prefix; no ``lm_head``: GPT-2 ties it to ``wte``). Conv1D weights are (in, out)."""
-    return {"transformer." + name: shape for name, shape, _ in _hf_plan(cfg) if name != "lm_head.weight"}
+    return {"transformer." + e.name: e.shape for e in _hf_plan(cfg) if e.name != "lm_head.weight"}
 
 
-def _book_plan(model: GPTModel) -> list:
+def gpt_to_hf_state_dict(model: GPTModel, cfg: dict) -> dict[str, torch.Tensor]:
+    """``model``'s weights under Hugging Face's names and layout (``transformer.h.0.attn.c_attn.weight``...,
+    ``lm_head.weight``): what ``GPT2LMHeadModel.load_state_dict`` takes. A model without query/key/value
+    biases gets zero ``c_attn`` biases (Hugging Face's GPT-2 always has them)."""
+    state = dict(model.state_dict())
+    if not cfg.get("qkv_bias"):
+        for i, block in enumerate(model.trf_blocks):
+            for w in ("W_query", "W_key", "W_value"):
+                state[f"trf_blocks.{i}.att.{w}.bias"] = torch.zeros(cfg["emb_dim"], dtype=block.att.out_proj.bias.dtype)
+    hf = {}
+    for entry in _hf_plan(cfg):
+        prefix = "" if entry.name == "lm_head.weight" else "transformer."
+        hf[prefix + entry.name] = entry.from_gpt(state).contiguous()
+    return hf
+
+
+def _book_plan(model: GPTModel) -> list[PlanEntry]:
     """The same for a ``GPTModel`` state dict: names and shapes are the model's own, nothing to transform."""
-    return [(key, tuple(t.shape), [(key, None)]) for key, t in model.state_dict(keep_vars=True).items()
+    return [PlanEntry(key, tuple(t.shape), (key,)) for key, t in model.state_dict(keep_vars=True).items()
             if not _IGNORED.search(key)]
 
 
 def _check(plan, shapes, files, cfg):
     optional = {"lm_head.weight", "out_head.weight"}  # absent: the head is tied to the token embedding
-    missing = [name for name, _, _ in plan if name not in shapes and name not in optional]
+    missing = [e.name for e in plan if e.name not in shapes and e.name not in optional]
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise ValueError(f"{files[0]} lacks the tensor {missing[0]!r}: a GPT-2 with emb_dim={cfg['emb_dim']}, "
                          f"n_layers={cfg['n_layers']} needs {', '.join(map(repr, missing[:5]))}{more}")
-    for name, shape, _ in plan:
+    for name, shape, _, _ in plan:
         if name in shapes and shapes[name] != shape:
             raise ValueError(f"{files[0]}: tensor {name!r} has shape {shapes[name]}, but a GPT-2 with "
                              f"emb_dim={cfg['emb_dim']}, vocab_size={cfg['vocab_size']}, "
                              f"context_length={cfg['context_length']} needs {shape}")
-    expected = {name for name, _, _ in plan}
+    expected = {e.name for e in plan}
     unexpected = sorted(k for k in shapes if k not in expected and not _IGNORED.search(k))
     if unexpected:
         raise ValueError(f"{files[0]} has tensors a GPT-2 GPTModel does not: {unexpected[:5]}")
@@ -363,18 +384,17 @@ def load_pretrained_gpt2(source, cfg: dict | None = None, *, attn_impl: str | No
         _check(plan, shapes, files, cfg)
 
         state = {}
-        for name, _, targets in plan:
-            if name not in shapes:
+        for entry in plan:
+            if entry.name not in shapes:
                 continue  # the optional output head
-            if targets[0][1] is None:  # kept as it is: read straight into its own, final tensor
-                tensor = read(name)
-                state[targets[0][0]] = tensor if dtype is None else tensor.to(dtype)
+            if len(entry.targets) == 1 and not entry.transposed:  # read straight into its own, final tensor
+                tensor = read(entry.name)
+                state[entry.targets[0]] = tensor if dtype is None else tensor.to(dtype)
                 continue
             # Split or transposed: read into a reused buffer and copy each part out, contiguous.
-            tensor = read(name, temporary=True)
-            for key, transform in targets:
-                state[key] = transform(tensor).to(dtype or tensor.dtype, memory_format=torch.contiguous_format,
-                                                  copy=True)
+            tensor = read(entry.name, temporary=True)
+            for key, part in entry.to_gpt(tensor).items():
+                state[key] = part.to(dtype or tensor.dtype, memory_format=torch.contiguous_format, copy=True)
             del tensor
         result = model.load_state_dict(state, strict=False, assign=True)  # keeps these tensors: no copy
         del state
@@ -393,3 +413,61 @@ def load_pretrained_gpt2(source, cfg: dict | None = None, *, attn_impl: str | No
     if meta:
         raise RuntimeError(f"internal error: tensors left on the meta device: {meta[:5]}")
     return model.eval()
+
+
+def assign(left, right):
+    """``right`` as a new ``nn.Parameter`` after checking it has ``left``'s shape (ch05_pretraining, 5.5).
+
+    The book's helper; ``right`` may be a tensor or a NumPy array.
+    """
+    if left.shape != right.shape:
+        raise ValueError(f"Shape mismatch. Left: {left.shape}, Right: {right.shape}")
+    return torch.nn.Parameter(torch.as_tensor(right).clone().detach())
+
+
+def load_weights_into_gpt(gpt, params):
+    """Copy GPT-2's weights ``params`` into the book's ``GPTModel`` ``gpt``, tensor by tensor (ch05_pretraining, 5.5).
+
+    The book's function, reading Hugging Face's ``model.safetensors`` layout (``params`` as returned by
+    ``safetensors.torch.load_file``; names with or without ``transformer.``) instead of OpenAI's TensorFlow
+    checkpoint: ``c_attn`` packs query, key and value along its last dimension, and the ``Conv1D`` weights are
+    stored (in, out), so they are transposed for ``nn.Linear``. GPT-2 ties the output head to the token
+    embedding, so ``out_head`` gets ``wte``. ``load_pretrained_gpt2`` does the same with less memory.
+    """
+    params = {key.removeprefix("transformer."): value for key, value in params.items()}
+    gpt.pos_emb.weight = assign(gpt.pos_emb.weight, params["wpe.weight"])
+    gpt.tok_emb.weight = assign(gpt.tok_emb.weight, params["wte.weight"])
+
+    for b in range(len(gpt.trf_blocks)):
+        q_w, k_w, v_w = torch.chunk(params[f"h.{b}.attn.c_attn.weight"], 3, dim=-1)
+        gpt.trf_blocks[b].att.W_query.weight = assign(gpt.trf_blocks[b].att.W_query.weight, q_w.T)
+        gpt.trf_blocks[b].att.W_key.weight = assign(gpt.trf_blocks[b].att.W_key.weight, k_w.T)
+        gpt.trf_blocks[b].att.W_value.weight = assign(gpt.trf_blocks[b].att.W_value.weight, v_w.T)
+
+        q_b, k_b, v_b = torch.chunk(params[f"h.{b}.attn.c_attn.bias"], 3, dim=-1)
+        gpt.trf_blocks[b].att.W_query.bias = assign(gpt.trf_blocks[b].att.W_query.bias, q_b)
+        gpt.trf_blocks[b].att.W_key.bias = assign(gpt.trf_blocks[b].att.W_key.bias, k_b)
+        gpt.trf_blocks[b].att.W_value.bias = assign(gpt.trf_blocks[b].att.W_value.bias, v_b)
+
+        gpt.trf_blocks[b].att.out_proj.weight = assign(
+            gpt.trf_blocks[b].att.out_proj.weight, params[f"h.{b}.attn.c_proj.weight"].T)
+        gpt.trf_blocks[b].att.out_proj.bias = assign(
+            gpt.trf_blocks[b].att.out_proj.bias, params[f"h.{b}.attn.c_proj.bias"])
+
+        gpt.trf_blocks[b].ff.layers[0].weight = assign(
+            gpt.trf_blocks[b].ff.layers[0].weight, params[f"h.{b}.mlp.c_fc.weight"].T)
+        gpt.trf_blocks[b].ff.layers[0].bias = assign(
+            gpt.trf_blocks[b].ff.layers[0].bias, params[f"h.{b}.mlp.c_fc.bias"])
+        gpt.trf_blocks[b].ff.layers[2].weight = assign(
+            gpt.trf_blocks[b].ff.layers[2].weight, params[f"h.{b}.mlp.c_proj.weight"].T)
+        gpt.trf_blocks[b].ff.layers[2].bias = assign(
+            gpt.trf_blocks[b].ff.layers[2].bias, params[f"h.{b}.mlp.c_proj.bias"])
+
+        gpt.trf_blocks[b].norm1.scale = assign(gpt.trf_blocks[b].norm1.scale, params[f"h.{b}.ln_1.weight"])
+        gpt.trf_blocks[b].norm1.shift = assign(gpt.trf_blocks[b].norm1.shift, params[f"h.{b}.ln_1.bias"])
+        gpt.trf_blocks[b].norm2.scale = assign(gpt.trf_blocks[b].norm2.scale, params[f"h.{b}.ln_2.weight"])
+        gpt.trf_blocks[b].norm2.shift = assign(gpt.trf_blocks[b].norm2.shift, params[f"h.{b}.ln_2.bias"])
+
+    gpt.final_norm.scale = assign(gpt.final_norm.scale, params["ln_f.weight"])
+    gpt.final_norm.shift = assign(gpt.final_norm.shift, params["ln_f.bias"])
+    gpt.out_head.weight = assign(gpt.out_head.weight, params.get("lm_head.weight", params["wte.weight"]))

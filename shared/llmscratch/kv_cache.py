@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import qkv_weights_and_bias
+from .gpt import GELU, FeedForward, LayerNorm, check_generation_args, check_token_ids, generate_text_simple
 
 
 class KVCache:
@@ -156,8 +157,6 @@ def fused_qkv(att, transpose=False):
 def _fast(module, transpose=False):
     """A function computing ``module``: fused kernels for the book's LayerNorm and GELU, ``FastLinear`` for
     ``nn.Linear``, nothing for dropout in eval mode; any other module is used as it is."""
-    from .gpt import GELU, FeedForward, LayerNorm  # here, not at the top: gpt imports this module
-
     if type(module) is FeedForward:
         return _fast(module.layers, transpose)
     if type(module) is LayerNorm:
@@ -231,18 +230,23 @@ class CachedDecoder:
     """
 
     def __init__(self, model, idx, context_size, transpose=False):
-        from .gpt import check_token_ids  # here, not at the top: gpt imports this module
-
         context_length = model.pos_emb.num_embeddings
         if context_size > context_length:
             raise ValueError(f"context_size={context_size} exceeds the model's context_length={context_length}")
-        check_token_ids(idx[:, -context_size:], context_length)
+        check_token_ids(idx[:, -context_size:], context_length, model.tok_emb.num_embeddings)
         self.model = model
         self.context_size = context_size
         self.plan = DecodePlan(model, transpose)
         self.cache = KVCache.for_model(model, idx.shape[0], context_size)  # (n_layers, b, heads, context_size, hd)
         self.filled = False
 
+    @classmethod
+    def for_generation(cls, model, idx, max_new_tokens, context_size):
+        """A decoder for ``max_new_tokens`` steps, with transposed weights where they pay off (on CPU, long runs)."""
+        with torch.no_grad():
+            return cls(model, idx, context_size, use_transposed_weights(idx, max_new_tokens))
+
+    @torch.no_grad()
     def next_token_logits(self, idx):
         """Logits (b, vocab_size) of the token after ``idx`` (b, n_tokens); ``idx`` grows by one column a call."""
         if not self.filled or self.cache.length == self.context_size:
@@ -271,6 +275,7 @@ def generate_text_cached(model, idx, max_new_tokens, context_size, transpose=Non
     ``transpose``: use a copy of the linear layers' weights in the (in, out) layout (see ``FastLinear``); ``None``
     (default) does so on CPU for ``max_new_tokens >= TRANSPOSE_MIN_TOKENS``. The copy lives only during the call.
     """
+    check_generation_args(model, idx, max_new_tokens, context_size)
     if transpose is None:
         transpose = use_transposed_weights(idx, max_new_tokens)
     with torch.inference_mode():
@@ -280,3 +285,15 @@ def generate_text_cached(model, idx, max_new_tokens, context_size, transpose=Non
             idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
             idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens+1)
     return idx.clone()  # a normal tensor again (tensors made under inference_mode cannot enter autograd)
+
+
+def generate_text_simple_cached(model, idx, max_new_tokens, context_size=None, use_cache=True):
+    """The book's name and signature for KV-cache generation (its bonus material on the KV cache, ch04).
+
+    ``context_size`` defaults to the model's context length; ``use_cache=False`` runs the book's
+    ``generate_text_simple``. Same greedy tokens either way (``generate_text_cached`` does the work).
+    """
+    context_size = model.pos_emb.num_embeddings if context_size is None else context_size
+    if not use_cache:
+        return generate_text_simple(model, idx, max_new_tokens, context_size)
+    return generate_text_cached(model, idx, max_new_tokens, context_size)

@@ -1,15 +1,34 @@
 """Pretraining on unlabeled text, chapter 5: losses, the training loop, samples and the loss plot.
 
-Introduced in ch05_pretraining. The functions are the book's, with its names, signatures and printed output.
-``train_model_simple`` has keyword-only extensions that keep the book's behaviour by default: a checkpoint
-after every epoch and exact resumption from it (``llmscratch.checkpoints``), and a ``progress`` bar.
+Introduced in ch05_pretraining. The functions with the book's names are the book's listings (a call to a
+checking helper at the top is the only addition). Beyond the book, beside them:
+
+- ``create_train_val_loaders``: the 90/10 train/validation loaders of 5.1.3, used by the notebooks, the
+  command line, the benchmarks and the tests;
+- ``train_model_resumable``: ``train_model_simple``'s loop with atomic per-epoch checkpoints, exact resumption
+  and a progress bar (``llmscratch.resumable.ResumableRun``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .dataloader import create_dataloader_v1
 from .gpt import generate_text_simple
+from .resumable import ResumableRun
+
+
+def _check_decodable(token_ids, tokenizer):
+    if token_ids.dim() == 2 and token_ids.shape[0] != 1:
+        raise ValueError(
+            f"token_ids holds a batch of {token_ids.shape[0]} sequences; decode them one at a time, "
+            "e.g. token_ids_to_text(token_ids[i], tokenizer)"
+        )
+    n_vocab = getattr(tokenizer, "n_vocab", None)  # tiktoken's encodings
+    if n_vocab is not None and token_ids.numel() and not 0 <= int(token_ids.min()) <= int(token_ids.max()) < n_vocab:
+        bad = int(token_ids.max()) if int(token_ids.max()) >= n_vocab else int(token_ids.min())
+        raise ValueError(f"token id {bad} is not in the tokenizer's vocabulary (0 to {n_vocab - 1}): the ids come "
+                         "from another tokenizer or a model with a larger vocab_size")
 
 
 def text_to_token_ids(text, tokenizer):
@@ -21,28 +40,31 @@ def text_to_token_ids(text, tokenizer):
 
 def token_ids_to_text(token_ids, tokenizer):
     """Text of a (1, num_tokens) or (num_tokens,) tensor of token ids (ch05_pretraining, 5.1.1)."""
-    if token_ids.dim() == 2 and token_ids.shape[0] != 1:
-        raise ValueError(
-            f"token_ids holds a batch of {token_ids.shape[0]} sequences; decode them one at a time, "
-            "e.g. token_ids_to_text(token_ids[i], tokenizer)"
-        )
+    _check_decodable(token_ids, tokenizer)  # beyond the book: one sequence, ids the tokenizer knows
     flat = token_ids.squeeze(0)  # remove batch dimension: (num_tokens,)
     return tokenizer.decode(flat.tolist())
 
 
-def calc_loss_batch(input_batch, target_batch, model, device):
-    """Mean cross-entropy of the model's next-token predictions for one batch (ch05_pretraining, 5.1.3)."""
+def _check_batch_shapes(input_batch, target_batch):
     if input_batch.shape != target_batch.shape:
         raise ValueError(
             f"input_batch {tuple(input_batch.shape)} and target_batch {tuple(target_batch.shape)} must have the "
             "same (batch_size, num_tokens) shape: targets are the inputs shifted by one token"
         )
+
+
+def calc_loss_batch(input_batch, target_batch, model, device):
+    """Mean cross-entropy of the model's next-token predictions for one batch (ch05_pretraining, 5.1.3)."""
+    _check_batch_shapes(input_batch, target_batch)  # beyond the book: a clear error for mismatched batches
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     logits = model(input_batch)  # (b, num_tokens, vocab_size)
-    loss = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1), target_batch.flatten()  # (b * num_tokens, vocab_size) vs (b * num_tokens,)
-    )
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
     return loss
+
+
+def _check_num_batches(num_batches):
+    if num_batches is not None and num_batches < 1:
+        raise ValueError(f"num_batches must be None (all batches) or >= 1, got {num_batches}")
 
 
 def calc_loss_loader(data_loader, model, device, num_batches=None):
@@ -50,15 +72,15 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
 
     As in the book, an empty loader gives ``nan`` (e.g. a validation text shorter than one window).
     """
+    _check_num_batches(num_batches)  # beyond the book: num_batches=0 would divide by zero
     total_loss = 0.
     if len(data_loader) == 0:
         return float("nan")
     elif num_batches is None:
         num_batches = len(data_loader)
     else:
-        if num_batches < 1:
-            raise ValueError(f"num_batches must be None (all batches) or >= 1, got {num_batches}")
-        # Reduce the number of batches to the number in the loader if num_batches exceeds it
+        # Reduce the number of batches to match the total number of batches in the data loader
+        # if num_batches exceeds the number of batches in the data loader
         num_batches = min(num_batches, len(data_loader))
     for i, (input_batch, target_batch) in enumerate(data_loader):
         if i < num_batches:
@@ -109,54 +131,23 @@ def _check_training_args(train_loader, num_epochs, eval_freq, eval_iter):
 
 
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
-                       eval_freq, eval_iter, start_context, tokenizer, *,
-                       checkpoint_path=None, resume=False, config=None, progress=False):
-    """The book's training loop: returns train_losses, val_losses, track_tokens_seen (ch05_pretraining, 5.2).
+                       eval_freq, eval_iter, start_context, tokenizer):
+    """The book's training loop; returns train_losses, val_losses, track_tokens_seen (ch05_pretraining, 5.2).
 
-    Every ``eval_freq`` optimizer steps it evaluates on ``eval_iter`` batches of each loader and prints one
-    line, ``Ep 1 (Step 000000): Train loss 9.817, Val loss 9.924``; after every epoch it prints a sample.
-
-    Extensions (keyword-only; the defaults are the book's loop):
-
-    - ``checkpoint_path``: after every epoch, save model, optimizer and training state there
-      (``llmscratch.checkpoints.save_checkpoint``, atomic), with ``config`` (the model's config dict) if given.
-    - ``resume=True``: first load that checkpoint into ``model`` and ``optimizer`` (checking ``config``) and go
-      on from the epoch after the saved one up to ``num_epochs``; the returned lists include the saved history.
-      The result is the same as training in one go, loss for loss on the CPU, because the checkpoint also holds
-      the random number generators' states at the epoch boundary (torch's CPU and CUDA generators, Python's
-      ``random``), which are restored before the next epoch: the ``DataLoader``'s shuffle order (drawn from
-      torch's global generator when an epoch starts) and the dropout masks come out as they would have. For
-      this, build the loaders the same way (same text and settings; a loader given its own ``generator=``
-      is not covered) and use a fresh model and optimizer of the same kind and settings. Checkpoints are
-      taken at epoch boundaries only: an interrupted epoch is run again from its start.
-    - ``progress=True``: a tqdm bar over the batches of each epoch.
+    Every ``eval_freq`` steps it prints ``Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933`` (losses on
+    ``eval_iter`` batches of each loader) and after every epoch a sample. ``train_model_resumable`` is the same
+    loop with checkpoints and a progress bar.
     """
-    from .checkpoints import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-
-    _check_training_args(train_loader, num_epochs, eval_freq, eval_iter)
-    if resume and checkpoint_path is None:
-        raise ValueError("resume=True needs checkpoint_path, the checkpoint to resume from")
+    _check_training_args(train_loader, num_epochs, eval_freq, eval_iter)  # beyond the book: clear errors
     # Initialize lists to track losses and tokens seen
     train_losses, val_losses, track_tokens_seen = [], [], []
-    tokens_seen, global_step, start_epoch = 0, -1, 0
-
-    if resume:
-        state = load_checkpoint(checkpoint_path, model, optimizer, map_location=device, config=config)
-        start_epoch, global_step, tokens_seen = state["epoch"], state["global_step"], state["tokens_seen"]
-        train_losses, val_losses = list(state["train_losses"]), list(state["val_losses"])
-        track_tokens_seen = list(state["track_tokens_seen"])
-        set_rng_state(state["rng_state"])
+    tokens_seen, global_step = 0, -1
 
     # Main training loop
-    for epoch in range(start_epoch, num_epochs):
+    for epoch in range(num_epochs):
         model.train()  # Set model to training mode
-        batches = train_loader
-        if progress:
-            from tqdm.auto import tqdm
 
-            batches = tqdm(train_loader, desc=f"Época {epoch + 1}", leave=False)
-
-        for input_batch, target_batch in batches:
+        for input_batch, target_batch in train_loader:
             optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
             loss = calc_loss_batch(input_batch, target_batch, model, device)
             loss.backward()  # Calculate loss gradients
@@ -179,15 +170,72 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
             model, tokenizer, device, start_context
         )
 
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path, model, optimizer,
-                epoch=epoch + 1, global_step=global_step, tokens_seen=tokens_seen,
-                train_losses=train_losses, val_losses=val_losses, track_tokens_seen=track_tokens_seen,
-                rng_state=get_rng_state(), config=config,
-            )
-
     return train_losses, val_losses, track_tokens_seen
+
+
+def train_model_resumable(model, train_loader, val_loader, optimizer, device, num_epochs,
+                          eval_freq, eval_iter, start_context, tokenizer, *,
+                          checkpoint_path=None, resume=False, config=None, run_settings=None, progress=True):
+    """``train_model_simple`` that saves itself after every epoch and can resume (ch05_pretraining, 5.4).
+
+    The same steps, evaluations, printed lines and returned lists as ``train_model_simple`` (a test checks it),
+    plus a ``ResumableRun``: with ``checkpoint_path`` the model, the optimizer, the losses and the random
+    generators' states are saved atomically after every epoch, before the sample is printed; ``resume=True``
+    goes on from that checkpoint up to ``num_epochs`` (``config``, the model's config dict, must match the
+    saved one), and the returned lists include the saved history. ``progress``: a tqdm bar per epoch.
+    """
+    _check_training_args(train_loader, num_epochs, eval_freq, eval_iter)
+    run = ResumableRun(model, optimizer, checkpoint_path, resume=resume, config=config, device=device,
+                       run_settings=run_settings, progress=progress)
+    state = run.state
+    for epoch in run.epochs(num_epochs):
+        model.train()
+        for input_batch, target_batch in run.batches(train_loader, epoch):
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            state.tokens_seen += input_batch.numel()
+            state.global_step += 1
+            if state.global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                state.log(train_losses=train_loss, val_losses=val_loss, track_tokens_seen=state.tokens_seen)
+                print(f"Ep {epoch+1} (Step {state.global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        run.end_epoch(after=lambda: generate_and_print_sample(model, tokenizer, device, start_context))
+    history = state.history
+    return (list(history.get("train_losses", [])), list(history.get("val_losses", [])),
+            list(history.get("track_tokens_seen", [])))
+
+
+def create_train_val_loaders(text, context_length, batch_size=2, train_ratio=0.90, num_workers=0):
+    """The train and validation loaders of 5.1.3: the first ``train_ratio`` of the characters for training
+    (shuffled, full batches only), the rest for validation, in non-overlapping windows of ``context_length``
+    tokens (ch05_pretraining, 5.1.3).
+
+    Seed first (``torch.manual_seed(123)``, as the book) for the book's shuffle order. Raises a ``ValueError``
+    that says what to change when either part is shorter than one window, or the training part shorter than
+    one batch.
+    """
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio must be between 0 and 1, got {train_ratio}")
+    split_idx = int(train_ratio * len(text))
+    train_data, val_data = text[:split_idx], text[split_idx:]
+    loaders = []
+    for part, data, train in (("training", train_data, True), ("validation", val_data, False)):
+        try:
+            loaders.append(create_dataloader_v1(
+                data, batch_size=batch_size, max_length=context_length, stride=context_length,
+                drop_last=train, shuffle=train, num_workers=num_workers))
+        except ValueError as error:
+            raise ValueError(f"the {part} part of the text ({len(data):,} characters) is too short for windows "
+                             f"of {context_length} tokens: use a longer text or a smaller context length "
+                             f"({error})") from None
+    if len(loaders[0]) == 0:
+        windows = len(loaders[0].dataset)
+        raise ValueError(f"the training part has {windows} window(s) of {context_length} tokens, fewer than one "
+                         f"batch of {batch_size}: use a longer text, a smaller batch size or context length")
+    return tuple(loaders)
 
 
 def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):

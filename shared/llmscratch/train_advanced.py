@@ -19,7 +19,10 @@ from .pretraining import calc_loss_batch, evaluate_model, generate_and_print_sam
 
 
 def learning_rate_at(global_step, warmup_steps, total_training_steps, peak_lr, initial_lr=3e-05, min_lr=1e-6):
-    """The learning rate of step ``global_step`` (0-based) under warmup + cosine decay (ch05_pretraining, D.2)."""
+    """The learning rate of step ``global_step`` (0-based) under warmup + cosine decay (ch05_pretraining, D.2).
+
+    The schedule ``train_model`` applies, as one function for plotting it (a test checks they agree).
+    """
     if global_step < warmup_steps:
         # Linear warmup
         lr_increment = (peak_lr - initial_lr) / warmup_steps
@@ -29,24 +32,40 @@ def learning_rate_at(global_step, warmup_steps, total_training_steps, peak_lr, i
     return min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train_model(model, train_loader, val_loader, optimizer, device,
-                n_epochs, eval_freq, eval_iter, start_context, tokenizer,
-                warmup_steps, initial_lr=3e-05, min_lr=1e-6, *, max_norm=1.0):
-    """Appendix D's loop; returns train_losses, val_losses, track_tokens_seen, track_lrs (ch05_pretraining, D.4).
+def find_highest_gradient(model):
+    """The largest gradient value over all parameters, or None before ``backward`` (ch05_pretraining, D.3)."""
+    max_grad = None
+    for param in model.parameters():
+        if param.grad is not None:
+            grad_values = param.grad.data.flatten()
+            max_grad_param = grad_values.max()
+            if max_grad is None or max_grad_param > max_grad:
+                max_grad = max_grad_param
+    return max_grad
 
-    The peak learning rate is the optimizer's (``optimizer.param_groups[0]["lr"]`` when called); every step
-    sets the rate of all parameter groups and records it in ``track_lrs`` (one entry per step). Clipping to
-    ``max_norm`` starts at step ``warmup_steps``, the first step after warmup (the book's first printing used
-    ``global_step > warmup_steps``, which skipped that one step; its code repository fixed it to ``>=``).
-    Prints one line per evaluation, ``Ep 1 (Step 000000): Train loss ..., Val loss ...``, and a sample after
-    every epoch, like ``train_model_simple``.
-    """
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+
+def _check_schedule_args(train_loader, n_epochs, eval_freq, warmup_steps):
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be >= 1 (the warmup divides by it), got {warmup_steps}")
     if n_epochs < 0 or eval_freq < 1:
         raise ValueError(f"n_epochs must be >= 0 and eval_freq >= 1, got n_epochs={n_epochs}, eval_freq={eval_freq}")
     if len(train_loader) == 0:
         raise ValueError("train_loader has no batches: use a longer text, a smaller batch_size or drop_last=False")
+    if warmup_steps >= len(train_loader) * n_epochs > 0:
+        raise ValueError(f"warmup_steps={warmup_steps} leaves no step for the cosine decay: the run has "
+                         f"{len(train_loader) * n_epochs} steps; the book warms up over about 20% of them")
+
+
+def train_model(model, train_loader, val_loader, optimizer, device,
+                n_epochs, eval_freq, eval_iter, start_context, tokenizer,
+                warmup_steps, initial_lr=3e-05, min_lr=1e-6):
+    """Appendix D's loop; returns train_losses, val_losses, track_tokens_seen, track_lrs (ch05_pretraining, D.4).
+
+    The peak learning rate is the optimizer's (``optimizer.param_groups[0]["lr"]`` when called); every step sets
+    the rate of all parameter groups (the schedule of ``learning_rate_at``) and records it in ``track_lrs``.
+    Clipping starts at step ``warmup_steps`` (``>=``, as the book's code repository fixed its first printing).
+    """
+    _check_schedule_args(train_loader, n_epochs, eval_freq, warmup_steps)  # beyond the book: clear errors
 
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
@@ -57,6 +76,9 @@ def train_model(model, train_loader, val_loader, optimizer, device,
     # Calculate the total number of iterations in the training process
     total_training_steps = len(train_loader) * n_epochs
 
+    # Calculate the learning rate increment during the warmup phase
+    lr_increment = (peak_lr - initial_lr) / warmup_steps
+
     for epoch in range(n_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
@@ -64,7 +86,14 @@ def train_model(model, train_loader, val_loader, optimizer, device,
             global_step += 1
 
             # Adjust the learning rate based on the current phase (warmup or cosine annealing)
-            lr = learning_rate_at(global_step, warmup_steps, total_training_steps, peak_lr, initial_lr, min_lr)
+            if global_step < warmup_steps:
+                # Linear warmup
+                lr = initial_lr + global_step * lr_increment
+            else:
+                # Cosine annealing after warmup
+                progress = ((global_step - warmup_steps) /
+                            (total_training_steps - warmup_steps))
+                lr = min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
             # Apply the calculated learning rate to the optimizer
             for param_group in optimizer.param_groups:
@@ -76,8 +105,8 @@ def train_model(model, train_loader, val_loader, optimizer, device,
             loss.backward()
 
             # Apply gradient clipping after the warmup phase to avoid exploding gradients
-            if global_step >= warmup_steps:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
+            if global_step >= warmup_steps:  # the book's first printing had >, which skipped one step
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
 
             optimizer.step()
             tokens_seen += input_batch.numel()
@@ -91,8 +120,11 @@ def train_model(model, train_loader, val_loader, optimizer, device,
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
-                print(f"Ep {epoch+1} (Step {global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                # Print the current losses
+                print(f"Ep {epoch+1} (Iter {global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, "
+                      f"Val loss {val_loss:.3f}"
+                )
 
         # Generate and print a sample from the model to monitor progress
         generate_and_print_sample(
