@@ -27,7 +27,9 @@ def _cuda_available() -> bool:
 
 
 def _require_cuda() -> bool:
-    return os.environ.get("LLMSCRATCH_REQUIRE_CUDA", "").strip().lower() in {"1", "true", "yes", "on"}
+    from llmscratch.settings import Settings
+
+    return Settings.from_env().require_cuda  # the course's one reader of LLMSCRATCH_* variables
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmscratch import (
-    GPT2_CONFIGS, GPT_CONFIG_124M, GPTModel, generate_text_simple,
-)
+from llmscratch import GPT2_CONFIGS, GPT_CONFIG_124M, GPTModel
 from llmscratch.kv_cache import generate_text_simple_cached
 
 HELLO_IDS = [15496, 11, 314, 716]  # "Hello, I am"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -407,3 +408,59 @@ def test_no_connection_says_what_to_do(hub, tmp_path):
                                                 r".*download model\.safetensors by hand from .*resolve/main/"):
         download_gpt2("124M", cache_dir=tmp_path, endpoint=hub.endpoint)
     assert not list(tmp_path.rglob("model.safetensors"))
+
+
+# --- the book's loading code (5.5) and the one mapping, both ways ----------------------------------------
+
+def test_books_load_weights_into_gpt_gives_the_loaders_model(tiny):
+    """``assign``/``load_weights_into_gpt`` over Hugging Face's layout = ``load_pretrained_gpt2``, logit for logit."""
+    from llmscratch.gpt import GPTModel
+    from llmscratch.gpt2_weights import load_weights_into_gpt
+
+    hf, folder = tiny
+    reference = load_pretrained_gpt2(folder)
+    cfg = {"vocab_size": TINY["vocab_size"], "context_length": TINY["n_positions"], "emb_dim": TINY["n_embd"],
+           "n_heads": TINY["n_head"], "n_layers": TINY["n_layer"], "drop_rate": 0.0, "qkv_bias": True}
+    gpt = GPTModel(cfg).eval()
+    load_weights_into_gpt(gpt, safetensors_torch.load_file(str(folder / "model.safetensors")))
+    ids = tiny_ids()
+    assert torch.equal(our_logits(gpt, ids), our_logits(reference, ids))
+    torch.testing.assert_close(our_logits(gpt, ids), hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+def test_assign_names_both_shapes():
+    from llmscratch.gpt2_weights import assign
+
+    with pytest.raises(ValueError, match=r"Shape mismatch. Left: torch.Size\(\[2, 3\]\), Right: torch.Size\(\[3, 2\]\)"):
+        assign(torch.zeros(2, 3), torch.zeros(3, 2))
+    assert isinstance(assign(torch.zeros(2), torch.ones(2)), torch.nn.Parameter)
+
+
+def test_our_weights_in_transformers_layout_round_trip(tiny):
+    """``gpt_to_hf_state_dict`` is the inverse of loading: transformers' own model gets its tensors back."""
+    from llmscratch.gpt2_weights import gpt_to_hf_state_dict
+
+    hf, folder = tiny
+    model = load_pretrained_gpt2(folder)
+    cfg = {"vocab_size": TINY["vocab_size"], "context_length": TINY["n_positions"], "emb_dim": TINY["n_embd"],
+           "n_layers": TINY["n_layer"], "qkv_bias": True}
+    ours = gpt_to_hf_state_dict(model, cfg)
+    theirs = {k: v for k, v in hf.state_dict().items() if not re.search(r"\.attn\.(masked_)?bias$", k)}  # buffers
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert torch.equal(ours[name], tensor), name
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "holds a JSON list, not an object"),
+    ('{"vocab_size": 10, "n_positions": 8, "n_embd": 30, "n_head": 4, "n_layer": 1}', "must be divisible"),
+])
+def test_bad_config_json_is_one_clear_error(tiny, tmp_path, content, message):
+    _, folder = tiny
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    (copy / "config.json").write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_pretrained_gpt2(copy)
+    assert "config.json" in str(info.value) and "\n" not in str(info.value)

@@ -14,7 +14,7 @@ from notebook_conventions import (
 
 NOTEBOOKS = notebook_paths()
 IDS = [p.relative_to(REPO_ROOT).as_posix() for p in NOTEBOOKS]
-SMOKE_LINE = 'SMOKE = os.environ.get("LLMSCRATCH_SMOKE") == "1"'
+SMOKE_LINE = "SMOKE = get_settings().smoke"
 PT_WORDS = {"de", "que", "não", "um", "uma", "para", "com", "os", "as", "é", "do", "da", "em", "no", "na"}
 EN_WORDS = {"the", "of", "and", "to", "is", "that", "with", "for", "this", "we"}
 MACHINE_PATHS = [str(REPO_ROOT.parent), "/tmp/", "/root/", "/home/", "C:\\\\"]

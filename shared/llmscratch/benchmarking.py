@@ -180,8 +180,44 @@ def _transformers_gpt2(model: GPTModel, cfg):
     return hf
 
 
+def _generation_variants(model, cfg, idx, include_transformers: bool) -> dict:
+    """name -> ``generate(n)`` (the token ids after ``n`` new tokens) for ``compare_generation``'s variants."""
+    context_size = cfg["context_length"]
+    variants = {
+        "no cache": lambda n: generate_text_simple(model, idx, n, context_size),
+        "KV cache": lambda n: generate_text_cached(model, idx, n, context_size),
+    }
+    if include_transformers:
+        try:
+            import transformers
+        except ImportError:
+            return variants
+        transformers.logging.set_verbosity_error()
+        hf = _transformers_gpt2(model, cfg).to(idx.device).eval()
+        mask = torch.ones_like(idx)
+        variants["transformers generate()"] = lambda n: hf.generate(
+            idx, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+            pad_token_id=cfg["vocab_size"] - 1)
+    return variants
+
+
+def _time_interleaved(variants: dict, n: int, repeats: int, device) -> tuple[dict, dict]:
+    """Each variant once per round, ``repeats`` rounds; round ``r`` starts at variant ``r % len(variants)``, so
+    that no variant always runs right after the same one. Returns name -> seconds and name -> token ids per run."""
+    names = list(variants)
+    seconds, outputs = {name: [] for name in names}, {name: [] for name in names}
+    for r in range(repeats):
+        start = r % len(names)
+        for name in names[start:] + names[:start]:
+            out = {}
+            seconds[name].append(time_call(lambda g=variants[name]: out.update(ids=g(n)), repeats=1, warmup=0,
+                                           device=device))
+            outputs[name].append(out["ids"].cpu())
+    return seconds, outputs
+
+
 def compare_generation(cfg=GPT_CONFIG_124M, *, prompt=_HELLO_PROMPT, max_new_tokens: int = 200, device="cpu",
-                       include_transformers: bool = True, repeats: int = 1):
+                       include_transformers: bool = True, repeats: int = 3):
     """Greedy generation speed: the book's loop, the same loop with a KV cache, and ``transformers``.
 
     Introduced in ch04_gpt_model (KV cache). A seeded random ``GPTModel(cfg)`` (eval mode, no gradients)
@@ -190,14 +226,21 @@ def compare_generation(cfg=GPT_CONFIG_124M, *, prompt=_HELLO_PROMPT, max_new_tok
     tokens (else ``AssertionError``: a speedup for a wrong output is no speedup). If ``transformers`` is
     installed and ``include_transformers``, a ``GPT2LMHeadModel`` of the same size holding the same random
     weights (built from a ``GPT2Config``, nothing downloaded) runs ``generate(do_sample=False)`` with its
-    default KV cache. Returns a ``pandas.DataFrame``: ``seconds`` (median of ``repeats``), ``tokens_per_s``,
+    default KV cache.
+
+    After one short warm-up call each, the variants are timed interleaved, as in ``compare_attention``: one
+    run of each per round, ``repeats`` rounds (at least 3, else ``ValueError``: the median of fewer runs is
+    one noisy run), each round starting at the next variant, so that a change in the machine's load hits
+    every row alike. Returns a ``pandas.DataFrame``: ``repeats``, ``seconds`` (the median), ``tokens_per_s``,
     ``speedup_vs_no_cache`` and, with transformers, ``vs_transformers`` (tokens/s over transformers');
-    ``same_tokens`` says whether a row's tokens equal the no-cache row's.
+    ``same_tokens`` says whether every run of a row produced the no-cache row's tokens.
     """
     import pandas as pd
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if repeats < 3:
+        raise ValueError(f"repeats must be at least 3 (the median of fewer runs is one noisy run), got {repeats}")
     device = _device(device)
     context_size = cfg["context_length"]
     torch.manual_seed(123)
@@ -209,52 +252,32 @@ def compare_generation(cfg=GPT_CONFIG_124M, *, prompt=_HELLO_PROMPT, max_new_tok
             f"{max_new_tokens} new tokens); pass include_transformers=False to time only generate_text_simple"
         )
 
-    results = {}  # name -> (seconds, output token ids)
-
-    def measure(name, generate):
-        generate(min(2, max_new_tokens))  # warm-up: first-call allocations and kernel selection
-        out = {}
-        seconds = time_call(lambda: out.update(ids=generate(max_new_tokens)), repeats=repeats, warmup=0,
-                            device=device)
-        results[name] = (seconds, out["ids"].cpu())
-
     with torch.no_grad():
-        for name, use_cache in (("no cache", False), ("KV cache", True)):
-            generate = generate_text_cached if use_cache else generate_text_simple
-            measure(name, lambda n, g=generate: g(model, idx, n, context_size))
-        assert torch.equal(results["no cache"][1], results["KV cache"][1]), \
-            "generation with the KV cache produced different tokens than without it"
+        variants = _generation_variants(model, cfg, idx, include_transformers)
+        for generate in variants.values():
+            generate(min(2, max_new_tokens))  # warm-up: first-call allocations and kernel selection
+        runs, outputs = _time_interleaved(variants, max_new_tokens, repeats, device)
+        del variants
+    reference = outputs["no cache"][0]
+    assert all(torch.equal(ids, reference) for ids in outputs["no cache"] + outputs["KV cache"]), \
+        "generation with the KV cache produced different tokens than without it"
 
-        has_transformers = False
-        if include_transformers:
-            try:
-                import transformers
-            except ImportError:
-                transformers = None
-            if transformers is not None:
-                has_transformers = True
-                transformers.logging.set_verbosity_error()
-                hf = _transformers_gpt2(model, cfg).to(device).eval()
-                mask = torch.ones_like(idx)
-                measure("transformers generate()", lambda n: hf.generate(
-                    idx, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
-                    pad_token_id=cfg["vocab_size"] - 1))
-                del hf
-
-    base = results["no cache"][0]
-    reference = results["no cache"][1]
+    times = {name: statistics.median(seconds) for name, seconds in runs.items()}
+    has_transformers = "transformers generate()" in times
     rows = []
-    for name, (seconds, ids) in results.items():
+    for name, seconds in times.items():
         row = {
             "implementation": name,
             "new_tokens": max_new_tokens,
+            "repeats": repeats,
             "seconds": seconds,
             "tokens_per_s": max_new_tokens / seconds,
-            "speedup_vs_no_cache": base / seconds,
+            "speedup_vs_no_cache": times["no cache"] / seconds,
         }
         if has_transformers:
-            row["vs_transformers"] = results["transformers generate()"][0] / seconds
-        row["same_tokens"] = ids.shape == reference.shape and bool(torch.equal(ids, reference))
+            row["vs_transformers"] = times["transformers generate()"] / seconds
+        row["same_tokens"] = all(ids.shape == reference.shape and bool(torch.equal(ids, reference))
+                                 for ids in outputs[name])
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -193,6 +193,19 @@ def load_model_state(path, map_location="cpu"):
     return payload, config if isinstance(config, dict) else None
 
 
+def read_training_state(path, *, config=None):
+    """The training state of a checkpoint, checked (format, version, ``config``), without reading the weights
+    into a model (ch05_pretraining, 5.4): what a command line needs before it resumes a run."""
+    payload = _torch_load(path, "meta", "checkpoint written by llmscratch.checkpoints.save_checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise _not_a_checkpoint(path, payload)
+    _check_version(path, payload)
+    state = payload["training_state"]
+    if config is not None and state.get("config") is not None:
+        _check_config(path, state["config"], config)
+    return state
+
+
 def load_checkpoint(path, model, optimizer=None, map_location="cpu", *, config=None):
     """Load a checkpoint into ``model`` (and ``optimizer``); return its training state (ch05_pretraining, 5.4).
 

@@ -1,14 +1,17 @@
 """The course's command line: ``python -m llmscratch pretrain | generate | download`` (ch05_pretraining).
 
-Progress (training lines, bars) goes to stderr, results to stdout. Bad input gets a one-line ``error: ...``
-and exit code 2, never a traceback; an interrupted run keeps its last checkpoint intact (checkpoints are
-written atomically) and exits with 130.
+Progress (training lines, bars) goes to stderr, results to stdout. Every argument is checked before any work
+starts (:mod:`llmscratch.cli_checks`): bad input gets a one-line ``error: ...`` and exit code 2, never a
+traceback. ``pretrain`` locks its output folder (:mod:`llmscratch.run_lock`), saves the checkpoint atomically
+after every epoch before anything optional (sample, plot), and an interrupted run keeps its last checkpoint
+intact and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 import time
 from pathlib import Path
@@ -18,25 +21,27 @@ import torch
 
 from . import data
 from .attention import ATTENTION_IMPLEMENTATIONS
-from .checkpoints import load_checkpoint
-from .dataloader import create_dataloader_v1
+from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
+from .checkpoints import read_training_state
+from .cli_checks import (DEFAULTS, RUN_SETTINGS, SIZES, TEXT_DATA, UsageError, check_generate_args,
+                         check_out_folder, check_run_settings, check_writable, data_setting,
+                         describe, merge_run_settings, settings_from_config)
+from .decoding import check_sampling_args
 from .decoding import generate as generate_tokens
-from .files import atomic_write
-from .gpt import GPT2_CONFIGS, GPTModel
+from .files import atomic_write, remove_stale_temp_files
+from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel, check_config
 from .gpt2_download import download_gpt2
 from .gpt2_weights import load_pretrained_gpt2
-from .pretraining import plot_losses, text_to_token_ids, token_ids_to_text, train_model_simple
-from .settings import get_device, get_settings
+from .pretraining import create_train_val_loaders, plot_losses, text_to_token_ids, token_ids_to_text
+from .pretraining import train_model_resumable
+from .resumable import TrainingState
+from .run_lock import RunFolderLocked, lock_run_folder
+from .settings import SettingsError, get_settings, resolve_device
 
-TEXT_DATA = ("the-verdict", "tinyshakespeare")  # course files that are plain text
-SIZES = tuple(GPT2_CONFIGS)  # "124M", "355M", "774M", "1558M"
-# A tiny model for quick runs (--tiny, or LLMSCRATCH_SMOKE=1): same code, seconds instead of hours on a CPU.
-TINY_CONFIG = {"vocab_size": 50257, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
-               "drop_rate": 0.1, "qkv_bias": False}
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+CHECKPOINT, PLOT = "checkpoint.pt", "losses.png"  # what pretrain writes in its output folder
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)"
+INTERRUPTED = {"pretrain": "interrupted: the last checkpoint (if any) is intact",
+               "generate": "interrupted", "download": "interrupted: no partial file was kept"}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -53,44 +58,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "pretrain a GPT, sample from it or from GPT-2, download the course's files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    d = DEFAULTS
     pretrain = commands.add_parser(
         "pretrain", help="train the chapter-5 GPT on a text, with checkpoints and a loss plot",
         description="Train GPTModel on a course text or any UTF-8 file (90/10 split), as in chapter 5. Saves "
-                    "OUT/checkpoint.pt after every epoch and OUT/losses.png at the end; --resume goes on from "
-                    "OUT/checkpoint.pt.")
-    pretrain.add_argument("--data", default="the-verdict",
-                          help=f"{' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file (default: the-verdict)")
-    pretrain.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="output folder (default: runs/pretrain)")
-    pretrain.add_argument("--model", choices=SIZES, default="124M", help="GPT-2 size of the model (default: 124M)")
-    pretrain.add_argument("--tiny", action="store_true", help="a tiny model and context 64, for quick checks "
-                          "(the default when LLMSCRATCH_SMOKE=1)")
-    pretrain.add_argument("--context-length", type=int, default=256, help="tokens per training window (default: 256)")
-    pretrain.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
-    pretrain.add_argument("--batch-size", type=int, default=2, help="default: 2")
-    pretrain.add_argument("--lr", type=float, default=4e-4, help="AdamW learning rate (default: 4e-4)")
-    pretrain.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
-    pretrain.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps (default: 5)")
-    pretrain.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation (default: 5)")
-    pretrain.add_argument("--attn-impl", choices=list(ATTENTION_IMPLEMENTATIONS), default="scratch",
+                    f"OUT/{CHECKPOINT} after every epoch and OUT/{PLOT} at the end; --resume goes on from "
+                    f"OUT/{CHECKPOINT}, with the saved run's settings for the options not given.")
+    pretrain.add_argument("--data", help=f"{' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file "
+                          f"(default: {d['data']})")
+    pretrain.add_argument("--out", type=Path, default=Path("runs/pretrain"),
+                          help="output folder (default: runs/pretrain)")
+    model = pretrain.add_mutually_exclusive_group()
+    model.add_argument("--model", choices=SIZES, help=f"GPT-2 size of the model (default: {d['model']})")
+    model.add_argument("--tiny", action="store_true", help="a tiny model and context 64, for quick checks "
+                       "(the default when LLMSCRATCH_SMOKE=1)")
+    pretrain.add_argument("--context-length", type=int, help="tokens per training window, at most 1024 "
+                          "(default: 256, 64 with --tiny)")
+    pretrain.add_argument("--epochs", type=int, help=f"train until this many epochs are done (default: {d['epochs']})")
+    pretrain.add_argument("--batch-size", type=int, help=f"default: {d['batch_size']}")
+    pretrain.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {d['lr']})")
+    pretrain.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']})")
+    pretrain.add_argument("--eval-freq", type=int, help=f"evaluate every N steps (default: {d['eval_freq']})")
+    pretrain.add_argument("--eval-iter", type=int, help=f"batches per evaluation (default: {d['eval_iter']})")
+    pretrain.add_argument("--attn-impl", choices=list(ATTENTION_IMPLEMENTATIONS),
                           help="attention: the book's code or the fast path (default: scratch)")
-    pretrain.add_argument("--start-context", default="Every effort moves you", help="prompt of the samples")
-    pretrain.add_argument("--seed", type=int, default=123, help="default: 123, the book's")
-    pretrain.add_argument("--device", help="cpu, cuda, mps... (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)")
-    pretrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    pretrain.add_argument("--start-context", help=f"prompt of the samples (default: {d['start_context']!r})")
+    pretrain.add_argument("--seed", type=int, help=f"default: {d['seed']}, the book's")
+    pretrain.add_argument("--device", help=DEVICE_HELP)
+    pretrain.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT}")
 
     generate = commands.add_parser(
         "generate", help="sample text from a checkpoint or from OpenAI's GPT-2",
-        description="Generate text from a checkpoint of `pretrain` (or any GPTModel .pth / GPT-2 .safetensors) "
-                    "or from OpenAI's pretrained GPT-2 (--gpt2, downloaded once and cached).")
+        description="Generate text from a checkpoint of `pretrain` (or any GPTModel .pth / GPT-2 .safetensors "
+                    "or model folder) or from OpenAI's pretrained GPT-2 (--gpt2, downloaded once and cached).")
     source = generate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint.pt of `pretrain`, a .pth or a .safetensors")
+    source.add_argument("--checkpoint", type=Path, help=f"a {CHECKPOINT} of `pretrain`, a .pth, a .safetensors "
+                        "or a folder with model.safetensors and config.json")
     source.add_argument("--gpt2", choices=SIZES, help="OpenAI's GPT-2 weights of this size")
     generate.add_argument("--prompt", default="Every effort moves you", help="start of the text")
     generate.add_argument("--max-new-tokens", type=int, default=50, help="default: 50")
     generate.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0.0)")
     generate.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
     generate.add_argument("--seed", type=int, default=123, help="default: 123")
-    generate.add_argument("--device", help="cpu, cuda, mps... (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)")
+    generate.add_argument("--device", help=DEVICE_HELP)
 
     download = commands.add_parser(
         "download", help="fetch the course's data files (and GPT-2 weights) ahead of time",
@@ -103,24 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device(name):
-    if name is None:
-        return get_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UsageError(f"unknown device {name!r} ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} but PyTorch sees no CUDA GPU; use --device cpu")
-    return device
-
-
 def _read_text(name: str) -> tuple[str, str]:
     if name in TEXT_DATA:
         return data.get_data(name).read_text(encoding="utf-8"), name
     path = Path(name)
     if not path.is_file():
-        raise UsageError(f"--data {name}: no such file (use {' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file)")
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise UsageError(f"--data {name}: {what} (use {' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -130,99 +129,171 @@ def _read_text(name: str) -> tuple[str, str]:
     return text, path.name
 
 
-def _loaders(text, context_length, batch_size, seed):
-    n_tokens = len(tiktoken.get_encoding("gpt2").encode(text, allowed_special={"<|endoftext|>"}))
-    split = int(0.9 * len(text))
-    # Each side of the 90/10 split needs more than one window of context_length tokens (about 10x in all)
-    needed = 10 * (context_length + 1)
-    if n_tokens < needed:
-        raise UsageError(f"the text has {n_tokens} tokens, too short for --context-length {context_length} "
-                         f"(needs about {needed}: use a longer text or a smaller --context-length)")
-    torch.manual_seed(seed)
-    common = dict(batch_size=batch_size, max_length=context_length, stride=context_length)
+def _saved_run(checkpoint: Path, config=None) -> dict:
+    """The training state of the checkpoint to resume, checked (format, version, fields, ``config``)."""
     try:
-        train_loader = create_dataloader_v1(text[:split], drop_last=True, shuffle=True, **common)
-        val_loader = create_dataloader_v1(text[split:], drop_last=False, shuffle=False, **common)
+        saved = read_training_state(checkpoint, config=config)
+        TrainingState.from_checkpoint(saved, checkpoint)  # the fields a resumed run needs
     except ValueError as error:
-        raise UsageError(f"cannot split the text into windows: {error}") from None
-    if len(train_loader) == 0:
-        raise UsageError(f"--batch-size {batch_size} is larger than the {len(train_loader.dataset)} training windows")
-    return train_loader, val_loader, n_tokens
+        raise UsageError(f"--resume: {error}") from None
+    return saved
+
+
+def _claim(stack: contextlib.ExitStack, out: Path, checkpoint: Path, resume: bool) -> None:
+    """Make ``out`` this run's: writable, locked, without stale temporary files; no checkpoint to overwrite."""
+    check_writable(out)
+    try:
+        stack.enter_context(lock_run_folder(out))
+    except RunFolderLocked as error:
+        who = f"process id {error.pid}" if error.pid else "its process id not yet written"
+        raise UsageError(f"{out} is in use by another run ({who}): wait for it to end, "
+                         "or pick another --out") from None
+    for stale in remove_stale_temp_files(out):
+        print(f"removed {stale}, left by a run that was killed while saving", file=sys.stderr)
+    if not resume and checkpoint.exists():
+        raise UsageError(f"{checkpoint} exists: add --resume to continue it, or pick another --out")
+
+
+def _save_failed(error: BaseException, path: Path, kept: str) -> UsageError:
+    """One line for a failed save (a full disk shows up as OSError ENOSPC or as torch's inline_container);
+    an error that is not about writing the file is raised again as it is.
+
+    Ctrl+C during ``torch.save`` interrupts the file's ``write`` and torch reports a RuntimeError ("unexpected
+    pos"), the KeyboardInterrupt only in its ``__context__``: that is an interruption (exit 130), not a full disk.
+    """
+    cause = error
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        cause = cause.__cause__ or cause.__context__
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+        word in str(error) for word in ("inline_container", "PytorchStreamWriter", "No space left"))
+    if not full and not isinstance(error, OSError):
+        raise error
+    problem = "no space left on device" if full else f"{type(error).__name__}: {error}"
+    fix = "free space or pick another --out" if full else "check the folder or pick another --out"
+    return UsageError(f"{problem} while saving {path}: {fix}; {kept}")
+
+
+def _model_config(settings: dict, saved_config=None) -> dict:
+    base = GPT_CONFIG_TINY if settings["model"] == "tiny" else GPT2_CONFIGS[settings["model"]]
+    cfg = {**base, "context_length": settings["context_length"], "attn_impl": settings["attn_impl"]}
+    if isinstance(saved_config, dict) and "attn_impl" not in saved_config and cfg["attn_impl"] == "scratch":
+        del cfg["attn_impl"]  # saved without the key (e.g. by a notebook): the same model, the default attention
+    try:
+        check_config(cfg)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return cfg
 
 
 def pretrain(args) -> None:
-    for name in ("epochs", "batch_size", "context_length", "eval_freq", "eval_iter"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    tiny = args.tiny or get_settings().smoke
-    cfg = dict(TINY_CONFIG) if tiny else {**GPT2_CONFIGS[args.model], "context_length": args.context_length}
-    context_length = cfg["context_length"]
-    cfg["attn_impl"] = args.attn_impl
-    device = _device(args.device)
-    text, label = _read_text(args.data)
-    train_loader, val_loader, n_tokens = _loaders(text, context_length, args.batch_size, args.seed)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.out / "checkpoint.pt"
+    given = {name: getattr(args, name) for name in RUN_SETTINGS}  # None: not given
+    given.update(data=data_setting(args.data), model="tiny" if args.tiny else args.model)
+    check_run_settings(given)  # numbers and texts first: nothing is read or written before they are fine
+    device = resolve_device(args.device)
+    out, checkpoint = args.out, args.out / CHECKPOINT
+    check_out_folder(out, (CHECKPOINT, PLOT))
     if args.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}; run without --resume first")
-    if not args.resume and checkpoint.is_file():
-        raise UsageError(f"{checkpoint} exists: add --resume to continue it, or pick another --out")
-    torch.manual_seed(args.seed)
-    model = GPTModel(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    epochs_before = 0  # epochs trained before this run
-    if args.resume:
-        try:  # check the config before training starts: a clear error instead of a shape mismatch
-            epochs_before = load_checkpoint(checkpoint, model, optimizer, map_location=device, config=cfg)["epoch"]
+    with contextlib.ExitStack() as stack:
+        claimed = out.is_dir()  # an existing folder is locked first; a new one once everything is checked
+        if claimed:
+            _claim(stack, out, checkpoint, args.resume)
+        saved = _saved_run(checkpoint) if args.resume else {}
+        saved_settings = saved.get("run_settings") if isinstance(saved.get("run_settings"), dict) else {}
+        from_config = settings_from_config(saved.get("config"))  # for checkpoints without run settings
+        settings = merge_run_settings(given, {**from_config, **saved_settings}, out, get_settings().smoke)
+        check_run_settings(settings)
+        epochs_before = saved.get("epoch", 0)
+        if epochs_before >= settings["epochs"]:  # nothing to do, nothing is touched
+            print(f"note: the run in {out} is already complete: {epochs_before} epochs trained (--epochs "
+                  f"{settings['epochs']}); pass --epochs N larger than {epochs_before} to train more", file=sys.stderr)
+            return
+        cfg = _model_config(settings, saved.get("config"))
+        if args.resume:
+            _saved_run(checkpoint, config=cfg)  # the saved model is the one these settings build
+        text, label = _read_text(args.data if args.data is not None else settings["data"])
+        torch.manual_seed(settings["seed"])
+        try:
+            train_loader, val_loader = create_train_val_loaders(text, cfg["context_length"], settings["batch_size"])
         except ValueError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"--data {label}: {error}") from None
 
-    print(f"pretraining {'a tiny GPT' if tiny else 'GPT-2 ' + args.model} on {label} ({n_tokens:,} tokens), "
-          f"{args.epochs} epochs, device {device}", file=sys.stderr)
+        if not claimed:  # (another run may have created it meanwhile: _claim finds its lock or checkpoint)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"cannot create --out {out} ({error.strerror or error})") from None
+            _claim(stack, out, checkpoint, args.resume)
+        if args.resume:
+            if not saved_settings:
+                print(f"note: {checkpoint} records no run settings (an older checkpoint): the model comes from "
+                      "its config, the other settings from the options given or the defaults", file=sys.stderr)
+            print(f"resuming {out} from epoch {epochs_before} to {settings['epochs']} with {describe(settings)}",
+                  file=sys.stderr)
+        _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_before)
+
+
+def _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_before) -> None:
+    out, checkpoint, epochs = args.out, args.out / CHECKPOINT, settings["epochs"]
+    torch.manual_seed(settings["seed"])
+    model = GPTModel(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    windows = f"{len(train_loader.dataset):,} + {len(val_loader.dataset):,} windows of {cfg['context_length']} tokens"
+    print(f"pretraining {'a tiny GPT' if settings['model'] == 'tiny' else 'GPT-2 ' + settings['model']} on "
+          f"{label} ({windows}), {epochs} epoch{'s' * (epochs != 1)}, device {device}", file=sys.stderr)
     start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # training lines are progress
-        train_losses, val_losses, tokens_seen = train_model_simple(
-            model, train_loader, val_loader, optimizer, device, args.epochs, args.eval_freq, args.eval_iter,
-            args.start_context, tiktoken.get_encoding("gpt2"),
-            checkpoint_path=checkpoint, resume=args.resume, config=cfg, progress=True)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # training lines are progress
+            train_losses, val_losses, tokens_seen = train_model_resumable(
+                model, train_loader, val_loader, optimizer, device, epochs, settings["eval_freq"],
+                settings["eval_iter"], settings["start_context"], tiktoken.get_encoding("gpt2"),
+                checkpoint_path=checkpoint, resume=args.resume, config=cfg, run_settings=settings, progress=True)
+    except ValueError as error:  # a checkpoint that cannot be resumed (e.g. its optimizer state)
+        raise UsageError(str(error)) from None
+    except (OSError, RuntimeError) as error:
+        kept = "the previous checkpoint is intact" if checkpoint.is_file() else "no checkpoint was saved"
+        raise _save_failed(error, checkpoint, kept) from None
     seconds = time.perf_counter() - start
     # Every epoch trains on the same full batches (drop_last): the tokens of this run, without reloading
-    tokens_per_epoch = len(train_loader) * args.batch_size * context_length
-    trained = max(args.epochs - epochs_before, 0) * tokens_per_epoch
-    figure = plot_losses(torch.linspace(0, args.epochs, len(train_losses)), tokens_seen, train_losses, val_losses)
-    with atomic_write(args.out / "losses.png") as handle:
-        figure.savefig(handle, format="png", dpi=120)
+    trained = (epochs - epochs_before) * len(train_loader) * settings["batch_size"] * cfg["context_length"]
+    figure = plot_losses(torch.linspace(0, epochs, len(train_losses)), tokens_seen, train_losses, val_losses)
+    try:
+        with atomic_write(out / PLOT) as handle:
+            figure.savefig(handle, format="png", dpi=120)
+    except OSError as error:
+        raise _save_failed(error, out / PLOT, f"the checkpoint {checkpoint} is saved") from None
     if train_losses:
         print(f"final train loss {train_losses[-1]:.3f}, val loss {val_losses[-1]:.3f}")
     print(f"checkpoint: {checkpoint}")
-    print(f"loss plot: {args.out / 'losses.png'}")
+    print(f"loss plot: {out / PLOT}")
     print(f"tokens/s: {trained / max(seconds, 1e-9):,.0f} ({seconds:.1f} s)")
 
 
 def generate(args) -> None:
-    if args.max_new_tokens < 1:
-        raise UsageError("--max-new-tokens must be at least 1")
-    if args.temperature < 0:
-        raise UsageError("--temperature must be >= 0")
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    if not args.prompt:
-        raise UsageError("--prompt is empty")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
-    device = _device(args.device)
-    source = args.gpt2 if args.gpt2 else args.checkpoint
+    check_generate_args(args)  # before the model is loaded (or downloaded)
+    device = resolve_device(args.device)
+    if args.checkpoint is not None and not args.checkpoint.exists():
+        raise UsageError(f"--checkpoint {args.checkpoint}: no such file or folder")
     try:
-        model = load_pretrained_gpt2(source)
-    except (ValueError, FileNotFoundError) as error:
+        model = load_pretrained_gpt2(args.gpt2 or args.checkpoint)
+    except (ValueError, FileNotFoundError) as error:  # the messages name the file and the problem
         raise UsageError(str(error)) from None
-    model.to(device).eval()
+    vocab_size = model.tok_emb.num_embeddings
+    eos_id = GPT2_ENDOFTEXT_ID if GPT2_ENDOFTEXT_ID < vocab_size else None
+    try:
+        check_sampling_args(args.temperature, args.top_k, vocab_size, eos_id)
+    except ValueError:
+        raise UsageError(f"--top-k {args.top_k} is larger than the model's vocabulary of {vocab_size} tokens") from None
     tokenizer = tiktoken.get_encoding("gpt2")
+    prompt = text_to_token_ids(args.prompt, tokenizer)
+    if int(prompt.max()) >= vocab_size:
+        raise UsageError(f"--prompt has token id {int(prompt.max())}, beyond the model's {vocab_size} tokens")
+    model.to(device).eval()
     torch.manual_seed(args.seed)
-    ids = generate_tokens(model, text_to_token_ids(args.prompt, tokenizer).to(device), args.max_new_tokens,
-                          model.pos_emb.num_embeddings, temperature=args.temperature, top_k=args.top_k,
-                          eos_id=50256, use_cache=True)
+    ids = generate_tokens(model, prompt.to(device), args.max_new_tokens, model.pos_emb.num_embeddings,
+                          temperature=args.temperature, top_k=args.top_k, eos_id=eos_id, use_cache=True)
     print(token_ids_to_text(ids.cpu(), tokenizer))
 
 
@@ -236,16 +307,19 @@ def download(args) -> None:
         print(f"gpt2 {size:<14} {download_gpt2(size)}")
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"pretrain": pretrain, "generate": generate, "download": download}[args.command]
     try:
+        get_settings()  # LLMSCRATCH_* values that make no sense: one line, before anything
         command(args)
-    except UsageError as error:
-        parser.exit(2, f"error: {error}\n")
     except KeyboardInterrupt:
-        parser.exit(130, "interrupted: the last checkpoint (if any) is intact\n")
-    except (OSError, data.DataDownloadError) as error:  # downloads, disks: say what failed, in one line
-        parser.exit(2, f"error: {error}\n")
+        parser.exit(130, INTERRUPTED[args.command] + "\n")
+    except (UsageError, SettingsError, data.DataDownloadError, OSError) as error:
+        parser.exit(2, f"error: {_one_line(error)}\n")  # OSError: downloads, disks
     return 0

@@ -17,7 +17,7 @@ import math
 import torch
 
 from .gpt import check_generation_args
-from .kv_cache import CachedDecoder, use_transposed_weights
+from .kv_cache import CachedDecoder
 
 # The toy vocabulary of the book's temperature demo (ch05_pretraining, 5.3.1)
 TEMPERATURE_DEMO_VOCAB = {

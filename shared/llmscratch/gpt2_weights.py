@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 
 from .checkpoints import load_model_state
-from .gpt import GPT2_CONFIGS, GPTModel
+from .gpt import GPT2_CONFIGS, GPTModel, check_config
 from .gpt2_download import GPT2_REPOS, download_gpt2
 
 __all__ = ["assign", "gpt_to_hf_state_dict", "load_pretrained_gpt2", "load_weights_into_gpt", "pretrained_gpt2_config"]
@@ -73,15 +73,33 @@ class _SkipMetaInit(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``, or a one-line ``ValueError`` naming the file and what is wrong with it."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): "
+                         "fix or replace it") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise ValueError(f"cannot read {path} as UTF-8 JSON ({error}): fix or replace it") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} holds a JSON {type(content).__name__}, not an object: fix or replace it")
+    return content
+
+
 def _config_from_json(path: Path) -> dict:
     """A ``GPTModel`` config from Hugging Face's ``config.json`` (n_embd, n_layer, n_head, n_positions, ...)."""
-    hf = json.loads(path.read_text())
+    hf = _read_json_object(path)
     try:
         cfg = {"vocab_size": hf["vocab_size"], "context_length": hf.get("n_positions", hf.get("n_ctx")),
                "emb_dim": hf["n_embd"], "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
                "drop_rate": 0.0, "qkv_bias": True}
     except KeyError as error:
         raise ValueError(f"{path} is not a GPT-2 config.json: it has no {error.args[0]!r}") from None
+    try:
+        check_config(cfg)
+    except ValueError as error:
+        raise ValueError(f"{path} does not describe a GPT-2 GPTModel can build: {error}") from None
     if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         warnings.warn(f"{path}: activation_function={hf['activation_function']!r}, but GPTModel's GELU is the "
                       "tanh approximation (gelu_new): outputs will differ slightly", stacklevel=3)
@@ -108,7 +126,10 @@ def _resolve(source, cfg, cache_dir, endpoint, local_files_only):
             return [path / name], cfg
     index = path / "model.safetensors.index.json"  # a checkpoint split into shards
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = _read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f'{index} has no "weight_map" object (tensor name -> shard file): fix or replace it')
+        shards = sorted(set(weight_map.values()))
         return [path / shard for shard in shards], cfg
     found = sorted(p.name for p in path.iterdir())
     raise FileNotFoundError(f"{path} holds no model.safetensors (nor pytorch_model.bin, nor a sharded "
