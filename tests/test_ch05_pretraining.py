@@ -182,3 +182,16 @@ def test_train_model_warmup_cosine_and_clipping(tokenizer, capsys, monkeypatch):
     assert all(EVAL_LINE.match(line) for line in eval_lines) and len(eval_lines) == len(train_losses)
     fig = plot_learning_rate(lrs)
     assert tuple(fig.get_size_inches()) == (5, 3) and fig.axes[0].get_title()
+
+
+def test_train_model_checks_its_schedule_before_training(tokenizer):
+    train, val = tiny_loaders(tokenizer)
+    model = GPTModel(TINY_CONFIG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    args = dict(n_epochs=1, eval_freq=2, eval_iter=1, start_context="Every", tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 1"):
+        train_model(model, train, val, optimizer, "cpu", warmup_steps=0, **args)
+    with pytest.raises(ValueError, match="leaves no step for the cosine decay"):
+        train_model(model, train, val, optimizer, "cpu", warmup_steps=len(train), **args)
+    with pytest.raises(ValueError, match="eval_iter must be >= 1"):
+        train_model(model, train, val, optimizer, "cpu", warmup_steps=1, **{**args, "eval_iter": 0})

@@ -25,8 +25,11 @@ def _check_decodable(token_ids, tokenizer):
             "e.g. token_ids_to_text(token_ids[i], tokenizer)"
         )
     n_vocab = getattr(tokenizer, "n_vocab", None)  # tiktoken's encodings
-    if n_vocab is not None and token_ids.numel() and not 0 <= int(token_ids.min()) <= int(token_ids.max()) < n_vocab:
-        bad = int(token_ids.max()) if int(token_ids.max()) >= n_vocab else int(token_ids.min())
+    if n_vocab is None or token_ids.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(token_ids))
+    if low < 0 or high >= n_vocab:
+        bad = low if low < 0 else high
         raise ValueError(f"token id {bad} is not in the tokenizer's vocabulary (0 to {n_vocab - 1}): the ids come "
                          "from another tokenizer or a model with a larger vocab_size")
 

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .pretraining import calc_loss_batch, evaluate_model, generate_and_print_sample
+from .pretraining import _check_training_args, calc_loss_batch, evaluate_model, generate_and_print_sample
 
 
 def learning_rate_at(global_step, warmup_steps, total_training_steps, peak_lr, initial_lr=3e-05, min_lr=1e-6):
@@ -44,13 +44,10 @@ def find_highest_gradient(model):
     return max_grad
 
 
-def _check_schedule_args(train_loader, n_epochs, eval_freq, warmup_steps):
+def _check_schedule_args(train_loader, n_epochs, eval_freq, eval_iter, warmup_steps):
+    _check_training_args(train_loader, n_epochs, eval_freq, eval_iter)  # the checks of train_model_simple
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps must be >= 1 (the warmup divides by it), got {warmup_steps}")
-    if n_epochs < 0 or eval_freq < 1:
-        raise ValueError(f"n_epochs must be >= 0 and eval_freq >= 1, got n_epochs={n_epochs}, eval_freq={eval_freq}")
-    if len(train_loader) == 0:
-        raise ValueError("train_loader has no batches: use a longer text, a smaller batch_size or drop_last=False")
     if warmup_steps >= len(train_loader) * n_epochs > 0:
         raise ValueError(f"warmup_steps={warmup_steps} leaves no step for the cosine decay: the run has "
                          f"{len(train_loader) * n_epochs} steps; the book warms up over about 20% of them")
@@ -65,7 +62,7 @@ def train_model(model, train_loader, val_loader, optimizer, device,
     the rate of all parameter groups (the schedule of ``learning_rate_at``) and records it in ``track_lrs``.
     Clipping starts at step ``warmup_steps`` (``>=``, as the book's code repository fixed its first printing).
     """
-    _check_schedule_args(train_loader, n_epochs, eval_freq, warmup_steps)  # beyond the book: clear errors
+    _check_schedule_args(train_loader, n_epochs, eval_freq, eval_iter, warmup_steps)  # beyond the book: clear errors
 
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
