@@ -3,6 +3,8 @@
 - Notebook items run in smoke size: ``LLMSCRATCH_SMOKE=1`` is in the environment the nbval kernel inherits.
 - ``cuda`` tests are skipped without a GPU; ``LLMSCRATCH_REQUIRE_CUDA=1`` turns that skip into a failure.
 - The ``device`` fixture runs a test on the CPU and, when there is one, on CUDA.
+- A notebook cell marked ``# CPU_ONLY_OUTPUT`` (under ``# NBVAL_CHECK_OUTPUT``) holds the book's CPU numbers:
+  its output is compared only when the notebooks run on the CPU (``get_device()``), not on a GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))  # notebook_conventions, shared with the tests
 
 
 def _is_notebook_item(item: pytest.Item) -> bool:
@@ -30,6 +33,22 @@ def _require_cuda() -> bool:
     from llmscratch.settings import Settings
 
     return Settings.from_env().require_cuda  # the course's one reader of LLMSCRATCH_* variables
+
+
+def _notebook_device_type() -> str:
+    from llmscratch.settings import resolve_device
+
+    return resolve_device().type  # what the notebooks' get_device() picks in this environment
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from notebook_conventions import output_is_checked_on
+
+    device_type = None
+    for item in items:
+        if _is_notebook_item(item) and item.options.get("check"):
+            device_type = device_type or _notebook_device_type()
+            item.options["check"] = output_is_checked_on(item.cell.source, device_type)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

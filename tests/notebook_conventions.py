@@ -37,6 +37,9 @@ if str(REPO_ROOT / "shared") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "shared"))'''
 
 PARAMETERS_TAG = "parameters"
+# A checked cell whose output holds only on the CPU (the book's seeded numbers computed on the notebook's device)
+# carries this line under "# NBVAL_CHECK_OUTPUT"; on a GPU its output is not compared.
+CPU_ONLY_MARKER = "# CPU_ONLY_OUTPUT"
 MAX_NOTEBOOK_BYTES = 1_000_000
 
 
@@ -59,3 +62,9 @@ def colab_badge(path: Path) -> str:
         f"[![Abrir no Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/{rel})"
     )
+
+
+def output_is_checked_on(source: str, device_type: str) -> bool:
+    """Whether nbval compares a checked cell's output when the notebooks run on ``device_type``."""
+    cpu_only = any(line.strip() == CPU_ONLY_MARKER for line in source.splitlines())
+    return device_type == "cpu" or not cpu_only

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from notebook_conventions import (
-    MAX_NOTEBOOK_BYTES, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL, cell_source, colab_badge, load_notebook,
-    notebook_paths,
+    CPU_ONLY_MARKER, MAX_NOTEBOOK_BYTES, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL, cell_source, colab_badge,
+    load_notebook, notebook_paths, output_is_checked_on,
 )
 
 NOTEBOOKS = notebook_paths()
@@ -76,3 +76,43 @@ def test_narrative_is_portuguese(path):
     pt = sum(w in PT_WORDS for w in words)
     en = sum(w in EN_WORDS for w in words)
     assert pt > 3 * max(en, 1), f"markdown reads as English ({pt} Portuguese vs {en} English stopwords)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_cells_have_unique_ids(path):
+    nb = load_notebook(path)
+    ids = [c.get("id") for c in nb["cells"]]
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5) and None not in ids, "nbformat 4.5: every cell has an id"
+    assert len(set(ids)) == len(ids), "cell ids must be unique"
+
+
+# Test jargon stays in code (one comment in the settings cell); the device is "a CPU" / "a GPU" (feminine).
+JARGON = re.compile(r"\bSMOKE\b|\bCI\b|integração contínua", re.IGNORECASE)
+MASCULINE_DEVICE = re.compile(r"\b(no|do|pelo|ao|em|num) (CPU|GPU)\b")  # "em GPUs" (plural) is fine
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_narrative_keeps_to_the_course_words(path):
+    for cell in load_notebook(path)["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = re.sub(r"`[^`]*`", " ", cell_source(cell))  # code spans may name settings
+        assert not JARGON.search(text), f"test jargon in the narrative: {JARGON.search(text).group(0)!r}"
+        assert not MASCULINE_DEVICE.search(text), f"write 'na CPU'/'na GPU': {MASCULINE_DEVICE.search(text).group(0)!r}"
+        assert "MiB" not in text and "GiB" not in text, "sizes in MB/GB (10^6/10^9 bytes)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_cpu_only_marker_sits_on_checked_cells(path):
+    for cell in load_notebook(path)["cells"]:
+        lines = [line.strip() for line in cell_source(cell).splitlines()]
+        if CPU_ONLY_MARKER in lines:
+            assert "# NBVAL_CHECK_OUTPUT" in lines, "CPU_ONLY_OUTPUT only makes sense on a checked cell"
+
+
+def test_cpu_only_outputs_are_compared_on_the_cpu_only():
+    checked = "# NBVAL_CHECK_OUTPUT\nprint(loss)"
+    cpu_only = "# NBVAL_CHECK_OUTPUT\n# CPU_ONLY_OUTPUT\nprint(loss)"
+    assert output_is_checked_on(checked, "cpu") and output_is_checked_on(checked, "cuda")
+    assert output_is_checked_on(cpu_only, "cpu") and not output_is_checked_on(cpu_only, "cuda")
+    assert not output_is_checked_on(cpu_only, "mps")
