@@ -116,3 +116,17 @@ def test_cpu_only_outputs_are_compared_on_the_cpu_only():
     assert output_is_checked_on(checked, "cpu") and output_is_checked_on(checked, "cuda")
     assert output_is_checked_on(cpu_only, "cpu") and not output_is_checked_on(cpu_only, "cuda")
     assert not output_is_checked_on(cpu_only, "mps")
+
+
+DEVICE_LITERAL = re.compile(r"""["'](cpu|cuda(:\d+)?|mps)["']""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_notebook_hard_codes_a_device(path):
+    """The device comes from llmscratch.get_device() (CUDA > MPS > CPU; LLMSCRATCH_DEVICE overrides)."""
+    for cell in code_cells(load_notebook(path)):
+        for line in cell_source(cell).splitlines():
+            code = line.split("#", 1)[0]
+            if "map_location" in code:  # loading onto the CPU first is not a choice of device
+                continue
+            assert not DEVICE_LITERAL.search(code), f"hard-coded device: {line.strip()}"
