@@ -13,7 +13,7 @@ from pathlib import Path
 # The repository root: shared/llmscratch/diagrams.py -> shared/llmscratch -> shared -> root.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# The course's three stages and nine steps, with the chapter that builds each step.
+# The course's three stages and eight steps, with the chapter that builds each step.
 ROADMAP_STAGES: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
     ("Etapa 1: construir o LLM", (
         (2, "Dados: tokens e amostragem"),
