@@ -170,12 +170,50 @@ class MultiHeadAttention(nn.Module):
         return context_vec
 
 
+# The layers whose weights the fast paths (the SDPA attention's fused QKV, the KV cache) may read: type -> a function
+# giving the (weight (out, in), bias (out,) or None) of the affine map the layer computes. ``llmscratch.lora``
+# adds ``LinearWithLoRA`` (its weight folded: W + alpha * (A @ B).T). A layer of any other type (a subclass
+# included) is never read for weights: the fast paths call it, so whatever its forward computes applies.
+LINEAR_LAYERS = {nn.Linear: lambda linear: (linear.weight, linear.bias)}
+
+
+def register_linear_layer(layer_type, weight_and_bias):
+    """Let the fast paths read ``weight_and_bias(layer)`` for layers of exactly ``layer_type`` (ch03_attention,
+    fast path): the (weight (out, in), bias or None) of the affine map that such a layer computes."""
+    if not isinstance(layer_type, type) or not callable(weight_and_bias):
+        raise ValueError("register_linear_layer needs a module class and a function layer -> (weight, bias)")
+    LINEAR_LAYERS[layer_type] = weight_and_bias
+
+
+def linear_weight_and_bias(layer):
+    """The (weight (out, in), bias or None) that ``layer`` multiplies by, for ``nn.Linear`` and the registered
+    linear layers (``LINEAR_LAYERS``); ``None`` for any other module: call it instead (ch03_attention, fast path)."""
+    weight_and_bias = LINEAR_LAYERS.get(type(layer))
+    return None if weight_and_bias is None else weight_and_bias(layer)
+
+
 def qkv_weights_and_bias(att):
     """The query, key and value weights of ``att``, 3 x (d_out, d_in), and their biases stacked, (3 * d_out,)
-    or None: what a fused QKV projection (the fast path, the KV cache) multiplies by."""
-    projections = (att.W_query, att.W_key, att.W_value)
-    bias = None if att.W_query.bias is None else torch.cat([p.bias for p in projections])
-    return [p.weight for p in projections], bias
+    or None: what a fused QKV projection (the fast path, the KV cache) multiplies by. ``None`` instead of the
+    pair when a projection is not a linear layer the fast paths can read (see ``LINEAR_LAYERS``)."""
+    found = [linear_weight_and_bias(p) for p in (att.W_query, att.W_key, att.W_value)]
+    if any(pair is None for pair in found):
+        return None
+    weights = [weight for weight, _ in found]
+    if all(bias is None for _, bias in found):
+        return weights, None
+    biases = [weight.new_zeros(weight.shape[0]) if bias is None else bias for weight, bias in found]
+    return weights, torch.cat(biases)  # (3 * d_out,)
+
+
+def qkv_projection(att, x):
+    """Queries, keys and values of ``x`` (b, num_tokens, d_in) side by side, (b, num_tokens, 3 * d_out): one fused
+    matrix multiply where ``qkv_weights_and_bias`` can read the weights, else the three projections called."""
+    found = qkv_weights_and_bias(att)
+    if found is None:  # e.g. a wrapper the fast path does not know: its own forward runs
+        return torch.cat([att.W_query(x), att.W_key(x), att.W_value(x)], dim=-1)
+    weights, bias = found
+    return F.linear(x, torch.cat(weights), bias)
 
 
 class MultiHeadAttentionSDPA(MultiHeadAttention):
@@ -184,12 +222,13 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
     Same parameters, buffers and state-dict keys as ``MultiHeadAttention`` (weights load into either class), but
     the three projections run as one fused matrix multiply and the attention itself is PyTorch's
     ``scaled_dot_product_attention`` (flash / memory-efficient kernels, causal, dropout only in training).
+    Projections wrapped by LoRA (appendix E) are fused with their adapters folded in; projections of a type
+    the fast path does not know are called one by one (``qkv_projection``).
     """
 
     def forward(self, x):
         b, num_tokens, d_in = x.shape
-        weights, bias = qkv_weights_and_bias(self)
-        qkv = F.linear(x, torch.cat(weights), bias)  # (b, num_tokens, 3 * d_out)
+        qkv = qkv_projection(self, x)  # (b, num_tokens, 3 * d_out)
         qkv = qkv.view(b, num_tokens, 3, self.num_heads, self.head_dim)
         queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, num_heads, num_tokens, head_dim)
 

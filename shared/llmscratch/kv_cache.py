@@ -2,10 +2,11 @@
 
 Without a cache, every new token recomputes the keys and values of the whole context. With one, each step
 feeds only the newest token through the model and attends to the keys and values kept from earlier steps.
-The cache works on the model's own modules and weights (any ``attn_impl``), so it needs no change to the
-book's classes, and it reproduces the book's loop exactly, including the crop to ``context_size``: once the
-text is longer than the context, positions shift, so the cache is refilled from the last ``context_size``
-tokens, just as the full recomputation sees them.
+The cache works on the model's own modules and weights (any ``attn_impl``, and LoRA-wrapped layers of appendix E,
+whose adapters it folds into the weights it reads), so it needs no change to the book's classes, and it
+reproduces the book's loop exactly, including the crop to ``context_size``: once the text is longer than the
+context, positions shift, so the cache is refilled from the last ``context_size`` tokens, just as the full
+recomputation sees them.
 
 A decoding step works on one token, so its cost is reading every weight once (memory bound) plus a few
 hundred tiny operations. The fast path therefore prepares once per generation what it can (the query/key/value
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import qkv_weights_and_bias
+from .attention import linear_weight_and_bias, qkv_projection, qkv_weights_and_bias
 from .gpt import GELU, FeedForward, LayerNorm, check_generation_args, check_token_ids, generate_text_simple
 
 
@@ -149,22 +150,30 @@ class FastLinear:
 
 
 def fused_qkv(att, transpose=False):
-    """The query, key and value projections of ``att`` as one ``FastLinear``: (b, n, d_in) -> (b, n, 3 * d_out)."""
-    weights, bias = qkv_weights_and_bias(att)
+    """The query, key and value projections of ``att`` as one ``FastLinear``: (b, n, d_in) -> (b, n, 3 * d_out).
+
+    LoRA-wrapped projections (appendix E) are fused with their adapters folded into the weights; projections
+    the fast path cannot read (``llmscratch.attention.LINEAR_LAYERS``) are called one by one instead.
+    """
+    found = qkv_weights_and_bias(att)
+    if found is None:
+        return lambda x: qkv_projection(att, x)
+    weights, bias = found
     return FastLinear(weights, bias, transpose)
 
 
 def _fast(module, transpose=False):
     """A function computing ``module``: fused kernels for the book's LayerNorm and GELU, ``FastLinear`` for
-    ``nn.Linear``, nothing for dropout in eval mode; any other module is used as it is."""
+    ``nn.Linear`` and the registered linear layers (a LoRA layer's adapter folded into its weight), nothing for
+    dropout in eval mode; any other module is used as it is, so its own forward runs."""
     if type(module) is FeedForward:
         return _fast(module.layers, transpose)
     if type(module) is LayerNorm:
         return lambda x: F.layer_norm(x, module.scale.shape, module.scale, module.shift, module.eps)
     if type(module) is GELU:
         return lambda x: F.gelu(x, approximate="tanh")  # the same tanh approximation as the book's GELU
-    if type(module) is nn.Linear:
-        return FastLinear(module.weight, module.bias, transpose)
+    if (linear := linear_weight_and_bias(module)) is not None:  # nn.Linear, LinearWithLoRA (folded)
+        return FastLinear(*linear, transpose)
     if type(module) is nn.Dropout and not (module.training and module.p > 0):
         return lambda x: x
     if type(module) is nn.Sequential:
@@ -182,7 +191,8 @@ class DecodePlan:
     """What a cached generation prepares once and ``forward_with_cache`` uses at every step (ch04_gpt_model,
     KV cache): the blocks' modules as fast functions and each block's query/key/value weights stacked into
     one matrix; with ``transpose=True`` every linear layer's weights copied into transposed blocks (see
-    ``FastLinear``). Build it again whenever the weights change.
+    ``FastLinear``). A LoRA layer (appendix E) enters with its adapter folded in, W + alpha * (A @ B).T, a
+    copy of its weight held for the plan's life. Build it again whenever the weights change.
     """
 
     def __init__(self, model, transpose=False):
