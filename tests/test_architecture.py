@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import llmscratch
+import llmscratch.lora
 from notebook_conventions import REPO_ROOT, cell_source, load_notebook, notebook_paths
 
 PACKAGE_DIR = Path(llmscratch.__file__).parent
@@ -60,6 +61,13 @@ def test_no_two_modules_import_each_other():
     assert cycle is None, f"import cycle in llmscratch: {' -> '.join(cycle)}"
 
 
+def test_the_fast_paths_know_lora_only_through_the_linear_layer_registry():
+    """Earlier modules never import appendix E: ``lora`` registers ``LinearWithLoRA`` with ``attention``."""
+    graph = import_graph()
+    assert "attention" in graph["lora"]
+    assert [name for name in ("attention", "gpt", "kv_cache", "decoding") if "lora" in graph[name]] == []
+
+
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
@@ -70,7 +78,7 @@ BOOK_FUNCTIONS = [
     llmscratch.train_model_simple, llmscratch.calc_loss_batch, llmscratch.calc_loss_loader,
     llmscratch.evaluate_model, llmscratch.generate_text_simple, llmscratch.generate_and_print_sample,
     llmscratch.text_to_token_ids, llmscratch.token_ids_to_text, llmscratch.train_model,
-    llmscratch.find_highest_gradient, llmscratch.generate,
+    llmscratch.find_highest_gradient, llmscratch.generate, llmscratch.lora.replace_linear_with_lora,
 ]
 EXTENSION_WORDS = re.compile(r"\b(checkpoint|resume|tqdm|rng_state|save_checkpoint|load_checkpoint)\b")
 
