@@ -50,7 +50,11 @@ def notebook_paths() -> list[Path]:
 # Notebooks whose learner pass (issue 10: roadmap, diagrams, wording) still waits for its full rebuild. Their
 # checks of that pass are expected to fail until then: strict xfail, so the rebuild that fixes them must also
 # remove them from this set.
-AWAITING_REBUILD = {"ch05_pretraining/ch05_pretraining.ipynb", "ch05_pretraining/exercises.ipynb"}
+AWAITING_REBUILD = {
+    "ch04_gpt_model/ch04_gpt_model.ipynb",
+    "ch05_pretraining/ch05_pretraining.ipynb",
+    "ch05_pretraining/exercises.ipynb",
+}
 
 
 def learner_pass_params(paths: list[Path]) -> list:
