@@ -15,7 +15,9 @@ chapter 6's loss (cross-entropy of the last token's logits). A step is zero_grad
 optimizer step. After ``--warmup`` untimed steps each, the paths are timed interleaved: ``--repeats`` rounds
 (at least 3), each timing ``--steps`` steps of every path on the same batches, each round starting at the next
 path, so that a change in the machine's load hits every path alike. Prints the machine, a table of medians and,
-last, ``speedup: LoRA vs full finetuning N.NNx`` (LoRA's steps/s over full finetuning's).
+last, ``speedup: LoRA vs full finetuning N.NNx`` (LoRA's steps/s over full finetuning's, wall clock). On the CPU
+the table also gives the process's CPU time per step: with ``--threads 1`` on a machine that other processes
+load, it measures the work while the wall clock also counts the waiting.
 
     python benchmarks/finetune_speed.py                  # 124M shapes, batch 8 x 120, 3 rounds of 2 steps
     python benchmarks/finetune_speed.py --tiny           # a quick check that it runs (seconds)
@@ -28,6 +30,7 @@ import argparse
 import copy
 import statistics
 import sys
+import time
 
 import _clone  # noqa: F401  (first: this clone's llmscratch)
 import torch
@@ -155,21 +158,28 @@ def main(argv=None) -> int:
 
     for path in PATHS:
         train_steps(models[path], optimizers[path], batches[:1] * args.warmup)
-    seconds = {path: [] for path in PATHS}
+    seconds, cpu_seconds = {path: [] for path in PATHS}, {path: [] for path in PATHS}
     for r in range(args.repeats):
         order = PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]
         for path in order:
+            cpu_start = time.process_time()
             seconds[path].append(time_call(lambda p=path: train_steps(models[p], optimizers[p], batches),
                                            repeats=1, warmup=0, device=device))
+            cpu_seconds[path].append(time.process_time() - cpu_start)  # every thread of this process
         print(f"  round {r + 1}/{args.repeats}: " + ", ".join(
             f"{path} {1e3 * seconds[path][-1] / args.steps:.0f} ms/step" for path in PATHS), flush=True)
 
     ms = {path: 1e3 * statistics.median(seconds[path]) / args.steps for path in PATHS}
-    print(f"\n{'path':<11} {'trainable':>12} {'ms/step':>9} {'steps/s':>8} {'vs full':>8}")
+    cpu_ms = {path: 1e3 * statistics.median(cpu_seconds[path]) / args.steps for path in PATHS}
+    on_cpu = device.type == "cpu"
+    print(f"\n{'path':<11} {'trainable':>12} {'ms/step':>9} {'steps/s':>8} {'vs full':>8}"
+          + (f" {'cpu ms/step':>12} {'vs full':>8}" if on_cpu else ""))
     for path in PATHS:
         trainable = sum(p.numel() for p in models[path].parameters() if p.requires_grad)
-        print(f"{path:<11} {trainable:>12,} {ms[path]:>9.0f} {1e3 / ms[path]:>8.3f} {ms['full'] / ms[path]:>7.2f}x")
-    print("ms/step: median over the rounds (a step = zero_grad + forward + loss + backward + AdamW step)")
+        print(f"{path:<11} {trainable:>12,} {ms[path]:>9.0f} {1e3 / ms[path]:>8.3f} {ms['full'] / ms[path]:>7.2f}x"
+              + (f" {cpu_ms[path]:>12.0f} {cpu_ms['full'] / cpu_ms[path]:>7.2f}x" if on_cpu else ""))
+    print("ms/step: median over the rounds, wall clock (a step = zero_grad + forward + loss + backward + AdamW step)"
+          + ("; cpu ms/step: CPU time of this process's threads" if on_cpu else ""))
     print(f"speedup: LoRA vs full finetuning {ms['full'] / ms['lora']:.2f}x")
     return 0
 
