@@ -64,7 +64,7 @@ def test_notebook_opens_with_the_roadmap_of_its_chapter(path):
     assert diagram_calls(cell_source(cell)) == [("show_roadmap", chapter_of(path))]
 
 
-@pytest.mark.parametrize("path", learner_pass_params(NOTEBOOKS))
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)  # a notebook awaiting its rebuild shows none yet: passes
 def test_every_diagram_shown_exists_and_its_svg_is_stored(path):
     for cell, func, arg in shown_diagrams(path):
         expected = show_roadmap(arg).data if func == "show_roadmap" else show_diagram(arg).data
