@@ -34,9 +34,10 @@ import time
 
 import _clone  # noqa: F401  (first: this clone's llmscratch)
 import torch
-import torch.nn.functional as F
 
 from llmscratch.benchmarking import busy_machine_note, machine_label, time_call
+from llmscratch.classification import calc_loss_batch
+from llmscratch.classifier import prepare_classifier
 from llmscratch.gpt import GPT_CONFIG_124M, GPT_CONFIG_TINY, GPTModel
 from llmscratch.lora import replace_linear_with_lora
 from llmscratch.settings import SettingsError, resolve_device
@@ -55,39 +56,31 @@ DEFAULTS = {"124M": (8, 120, 2), "tiny": (2, 16, 1)}
 
 
 def spam_classifier(cfg):
-    """Chapter 6's model before finetuning: a GPTModel with a new ``out_head`` of emb_dim -> 2 (random weights)."""
+    """Chapter 6's base model before finetuning: a GPTModel with random weights (seed 123)."""
     torch.manual_seed(SEED)
-    model = GPTModel(cfg)
-    model.out_head = torch.nn.Linear(in_features=cfg["emb_dim"], out_features=NUM_CLASSES)
-    return model
+    return GPTModel(cfg)
 
 
 def prepare(path, model):
-    """Freeze and unfreeze ``model``'s parameters for ``path``, as chapter 6 and appendix E do; returns the model."""
-    if path == "full":
-        return model
-    for param in model.parameters():
-        param.requires_grad = False
-    if path == "lora":
+    """``model`` as chapter 6 (last-block), exercise 6.2 (full) or appendix E (lora) finetune it; returns it.
+
+    Every path gets the same new ``out_head`` (seeded), through the package's ``prepare_classifier``.
+    """
+    torch.manual_seed(SEED)
+    if path == "lora":  # appendix E: everything frozen, the new head included, then the adapters
+        prepare_classifier(model, NUM_CLASSES, trainable_layers="none")
+        for param in model.parameters():
+            param.requires_grad = False
         replace_linear_with_lora(model, rank=LORA_RANK, alpha=LORA_ALPHA)
-    else:  # last-block
-        for module in (model.trf_blocks[-1], model.final_norm, model.out_head):
-            for param in module.parameters():
-                param.requires_grad = True
-    return model
-
-
-def last_token_loss(model, input_batch, target_batch):
-    """Chapter 6's ``calc_loss_batch``: cross-entropy of the last token's logits, (b, num_classes)."""
-    logits = model(input_batch)[:, -1, :]  # Logits of last output token
-    return F.cross_entropy(logits, target_batch)
+        return model
+    return prepare_classifier(model, NUM_CLASSES, trainable_layers="all" if path == "full" else "last_block")
 
 
 def train_steps(model, optimizer, batches):
     """One optimizer step per (input (b, seq_len), target (b,)) batch."""
     for input_batch, target_batch in batches:
         optimizer.zero_grad()
-        loss = last_token_loss(model, input_batch, target_batch)
+        loss = calc_loss_batch(input_batch, target_batch, model, input_batch.device)  # chapter 6's loss
         loss.backward()
         optimizer.step()
     return loss.item()

@@ -172,20 +172,12 @@ def train_classifier_resumable(model, train_loader, val_loader, optimizer, devic
                        run_settings=run_settings, progress=progress)
     state = run.state  # state.tokens_seen counts examples here
     for epoch in run.epochs(num_epochs):
-        model.train()
-        for input_batch, target_batch in run.batches(train_loader, epoch):
-            optimizer.zero_grad()
-            loss = calc_loss_batch(input_batch, target_batch, model, device, token_position=token_position)
-            loss.backward()
-            optimizer.step()
-            state.tokens_seen += input_batch.shape[0]
-            state.global_step += 1
-            if state.global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
-                                                      token_position=token_position)
-                state.log(train_losses=train_loss, val_losses=val_loss)
-                print(f"Ep {epoch+1} (Step {state.global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        run.train_epoch(
+            epoch, train_loader, eval_freq=eval_freq, count=lambda input_batch: input_batch.shape[0],
+            batch_loss=lambda inputs, targets: calc_loss_batch(inputs, targets, model, device,
+                                                               token_position=token_position),
+            evaluate=lambda: evaluate_model(model, train_loader, val_loader, device, eval_iter,
+                                            token_position=token_position))
         # the accuracies draw the training loader's shuffle: computed before the save, so a resumed run draws alike
         train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter,
                                               token_position=token_position)

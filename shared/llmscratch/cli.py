@@ -1,4 +1,5 @@
-"""The course's command line: ``python -m llmscratch pretrain | generate | download`` (ch05_pretraining).
+"""The course's command line: ``python -m llmscratch pretrain | generate | download`` (ch05_pretraining), and
+``finetune-classifier | classify`` (ch06_finetune_classification, in :mod:`llmscratch.cli_classifier`).
 
 Progress (training lines, bars) goes to stderr, results to stdout. Every argument is checked before any work
 starts (:mod:`llmscratch.cli_checks`): bad input gets a one-line ``error: ...`` and exit code 2, never a
@@ -26,6 +27,9 @@ from .checkpoints import read_training_state
 from .cli_checks import (DEFAULTS, RUN_SETTINGS, SIZES, TEXT_DATA, UsageError, check_generate_args,
                          check_out_folder, check_run_settings, check_writable, data_setting,
                          describe, merge_run_settings, settings_from_config)
+from .cli_classifier import COMMANDS as CLASSIFIER_COMMANDS
+from .cli_classifier import INTERRUPTED as CLASSIFIER_INTERRUPTED
+from .cli_classifier import add_classifier_commands
 from .decoding import check_sampling_args
 from .decoding import generate as generate_tokens
 from .files import atomic_write, remove_stale_temp_files
@@ -41,7 +45,7 @@ from .settings import SettingsError, get_settings, resolve_device
 CHECKPOINT, PLOT = "checkpoint.pt", "losses.png"  # what pretrain writes in its output folder
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)"
 INTERRUPTED = {"pretrain": "interrupted: the last checkpoint (if any) is intact",
-               "generate": "interrupted", "download": "interrupted: no partial file was kept"}
+               "generate": "interrupted", "download": "interrupted: no partial file was kept", **CLASSIFIER_INTERRUPTED}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -55,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="python -m llmscratch",
         description="Command line of the course 'Build a Large Language Model (From Scratch)' in Portuguese: "
-                    "pretrain a GPT, sample from it or from GPT-2, download the course's files.")
+                    "pretrain a GPT, sample from it or from GPT-2, download the course's files, finetune and use "
+                    "a spam classifier.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = DEFAULTS
@@ -110,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"data files to fetch (default: all of {', '.join(data.DATA_FILES)})")
     download.add_argument("--gpt2", choices=SIZES, action="append", default=[],
                           help="also download GPT-2 weights of this size (repeatable)")
+    add_classifier_commands(commands, DEVICE_HELP)
     return parser
 
 
@@ -314,7 +320,7 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"pretrain": pretrain, "generate": generate, "download": download}[args.command]
+    command = {"pretrain": pretrain, "generate": generate, "download": download, **CLASSIFIER_COMMANDS}[args.command]
     try:
         get_settings()  # LLMSCRATCH_* values that make no sense: one line, before anything
         command(args)

@@ -190,23 +190,12 @@ def train_model_resumable(model, train_loader, val_loader, optimizer, device, nu
     _check_training_args(train_loader, num_epochs, eval_freq, eval_iter)
     run = ResumableRun(model, optimizer, checkpoint_path, resume=resume, config=config, device=device,
                        run_settings=run_settings, progress=progress)
-    state = run.state
     for epoch in run.epochs(num_epochs):
-        model.train()
-        for input_batch, target_batch in run.batches(train_loader, epoch):
-            optimizer.zero_grad()
-            loss = calc_loss_batch(input_batch, target_batch, model, device)
-            loss.backward()
-            optimizer.step()
-            state.tokens_seen += input_batch.numel()
-            state.global_step += 1
-            if state.global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                state.log(train_losses=train_loss, val_losses=val_loss, track_tokens_seen=state.tokens_seen)
-                print(f"Ep {epoch+1} (Step {state.global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        run.train_epoch(epoch, train_loader, eval_freq=eval_freq,
+                        batch_loss=lambda inputs, targets: calc_loss_batch(inputs, targets, model, device),
+                        evaluate=lambda: evaluate_model(model, train_loader, val_loader, device, eval_iter))
         run.end_epoch(after=lambda: generate_and_print_sample(model, tokenizer, device, start_context))
-    history = state.history
+    history = run.state.history
     return (list(history.get("train_losses", [])), list(history.get("val_losses", [])),
             list(history.get("track_tokens_seen", [])))
 

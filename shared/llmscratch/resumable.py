@@ -106,6 +106,30 @@ class ResumableRun:
 
         return tqdm(loader, desc=f"Época {epoch + 1}", leave=False)
 
+    def train_epoch(self, epoch: int, train_loader, batch_loss, evaluate, eval_freq: int,
+                    count=lambda input_batch: input_batch.numel()) -> None:
+        """One epoch of the book's steps (``train_model_simple``, ``train_classifier_simple``), logged in ``state``.
+
+        Per batch: zero the gradients, ``loss = batch_loss(input_batch, target_batch)``, backward, optimizer step,
+        ``state.tokens_seen += count(input_batch)`` (tokens by default; ch06 counts examples). Every ``eval_freq``
+        steps ``evaluate()`` gives ``(train_loss, val_loss)``, logged with ``tokens_seen`` and printed as the book
+        prints it (``Ep 1 (Step 000005): Train loss ..., Val loss ...``).
+        """
+        state = self.state
+        self.model.train()
+        for input_batch, target_batch in self.batches(train_loader, epoch):
+            self.optimizer.zero_grad()
+            loss = batch_loss(input_batch, target_batch)
+            loss.backward()
+            self.optimizer.step()
+            state.tokens_seen += count(input_batch)
+            state.global_step += 1
+            if state.global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate()
+                state.log(train_losses=train_loss, val_losses=val_loss, track_tokens_seen=state.tokens_seen)
+                print(f"Ep {epoch+1} (Step {state.global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+
     def save(self) -> Path | None:
         """Write the checkpoint now (atomically: the previous one stays whole until the new one is complete)."""
         if self.checkpoint_path is None:
