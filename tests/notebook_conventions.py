@@ -47,27 +47,6 @@ def notebook_paths() -> list[Path]:
     return sorted(REPO_ROOT.glob("ch0*/*.ipynb"))
 
 
-# Notebooks whose learner pass (issue 10: roadmap, diagrams, wording) still waits for its full rebuild. Their
-# checks of that pass are expected to fail until then: strict xfail, so the rebuild that fixes them must also
-# remove them from this set.
-AWAITING_REBUILD = {
-    "ch05_pretraining/ch05_pretraining.ipynb",
-    "ch05_pretraining/exercises.ipynb",
-}
-
-
-def learner_pass_params(paths: list[Path]) -> list:
-    """``paths`` as pytest params, the ones in AWAITING_REBUILD marked as expected failures."""
-    import pytest
-
-    params = []
-    for path in paths:
-        rel = path.relative_to(REPO_ROOT).as_posix()
-        marks = [pytest.mark.xfail(strict=True, reason="learner pass awaiting its full rebuild (issue 10)")]
-        params.append(pytest.param(path, id=rel, marks=marks if rel in AWAITING_REBUILD else []))
-    return params
-
-
 def load_notebook(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 

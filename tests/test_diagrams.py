@@ -14,9 +14,7 @@ import pytest
 from IPython.display import SVG
 
 from llmscratch.diagrams import ROADMAP_STAGES, diagram_path, roadmap_svg, show_diagram, show_roadmap
-from notebook_conventions import (
-    AWAITING_REBUILD, REPO_ROOT, cell_source, learner_pass_params, load_notebook, notebook_paths,
-)
+from notebook_conventions import REPO_ROOT, cell_source, load_notebook, notebook_paths
 
 NOTEBOOKS = notebook_paths()
 IDS = [p.relative_to(REPO_ROOT).as_posix() for p in NOTEBOOKS]
@@ -57,24 +55,21 @@ def shown_diagrams(path) -> list[tuple[dict, str, object]]:
     return [(cell, func, arg) for cell in cells for func, arg in diagram_calls(cell_source(cell))]
 
 
-@pytest.mark.parametrize("path", learner_pass_params(NOTEBOOKS))
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_opens_with_the_roadmap_of_its_chapter(path):
     cell = load_notebook(path)["cells"][3]
     assert cell["cell_type"] == "code", "cell 4 shows the course roadmap"
     assert diagram_calls(cell_source(cell)) == [("show_roadmap", chapter_of(path))]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)  # a notebook awaiting its rebuild shows none yet: passes
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_diagram_shown_exists_and_its_svg_is_stored(path):
     for cell, func, arg in shown_diagrams(path):
         expected = show_roadmap(arg).data if func == "show_roadmap" else show_diagram(arg).data
         assert stored_svg(cell) == expected, f"{func}({arg!r}): the stored output is not today's SVG (rerun)"
 
 
-@pytest.mark.parametrize("folder", [
-    pytest.param(f, marks=[pytest.mark.xfail(strict=True, reason="awaiting rebuild")] if f"{f}/{f}.ipynb" in AWAITING_REBUILD else [])
-    for f in sorted(REQUIRED)
-])
+@pytest.mark.parametrize("folder", sorted(REQUIRED))
 def test_each_chapter_shows_its_diagrams(folder):
     shown = {arg for _, func, arg in shown_diagrams(REPO_ROOT / folder / f"{folder}.ipynb") if func == "show_diagram"}
     for name in REQUIRED[folder]:
@@ -82,11 +77,8 @@ def test_each_chapter_shows_its_diagrams(folder):
 
 
 def test_every_figure_file_is_shown_somewhere():
-    waiting = {p.split("/")[0] for p in AWAITING_REBUILD}  # their figures are shown once they are rebuilt
     shown = {arg for path in NOTEBOOKS for _, func, arg in shown_diagrams(path) if func == "show_diagram"}
     for figure in FIGURES:
-        if figure.parent.parent.name in waiting:
-            continue
         assert figure.relative_to(REPO_ROOT).as_posix() in shown, f"{figure.name} is not shown by any notebook"
 
 

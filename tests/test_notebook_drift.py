@@ -56,7 +56,8 @@ TAUGHT = {
     },
     "ch05_pretraining/ch05_pretraining.ipynb": {
         "text_to_token_ids", "token_ids_to_text", "calc_loss_batch", "calc_loss_loader", "evaluate_model",
-        "generate_and_print_sample", "softmax_with_temperature", "print_sampled_tokens",
+        "generate_and_print_sample", "softmax_with_temperature", "print_sampled_tokens", "assign",
+        "load_weights_into_gpt",
     },
     "ch05_pretraining/appendix_d_training_loop.ipynb": {"find_highest_gradient"},
 }

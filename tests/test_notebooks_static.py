@@ -8,7 +8,7 @@ import re
 import pytest
 
 from notebook_conventions import (
-    CPU_ONLY_MARKER, MAX_NOTEBOOK_BYTES, learner_pass_params, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL, cell_source, colab_badge,
+    CPU_ONLY_MARKER, MAX_NOTEBOOK_BYTES, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL, cell_source, colab_badge,
     load_notebook, notebook_paths, output_is_checked_on,
 )
 
@@ -91,7 +91,7 @@ JARGON = re.compile(r"\bSMOKE\b|\bCI\b|integração contínua", re.IGNORECASE)
 MASCULINE_DEVICE = re.compile(r"\b(no|do|pelo|ao|em|num) (CPU|GPU)\b")  # "em GPUs" (plural) is fine
 
 
-@pytest.mark.parametrize("path", learner_pass_params(NOTEBOOKS))
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_narrative_keeps_to_the_course_words(path):
     for cell in load_notebook(path)["cells"]:
         if cell["cell_type"] != "markdown":
