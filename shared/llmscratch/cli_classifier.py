@@ -45,7 +45,8 @@ INTERRUPTED = {"finetune-classifier": "interrupted: no classifier was saved", "c
 
 
 def add_classifier_commands(commands, device_help: str) -> None:
-    """Add ``finetune-classifier`` and ``classify`` to the subparsers ``commands`` of the course's parser."""
+    """Add ``finetune-classifier`` and ``classify`` to the subparsers ``commands`` of the course's parser
+    (introduced in ch06_finetune_classification)."""
     finetune = commands.add_parser(
         "finetune-classifier", help="finetune GPT-2 (or a model from scratch) as a spam classifier (chapter 6)",
         description="Chapter 6 end to end: split the SMS Spam Collection as the book does, turn GPT-2 into a "
@@ -83,7 +84,8 @@ def add_classifier_commands(commands, device_help: str) -> None:
 
 
 def check_finetune_args(args) -> None:
-    """The numbers and option combinations of ``finetune-classifier``, before any work."""
+    """The numbers and option combinations of ``finetune-classifier``, checked before any work
+    (introduced in ch06_finetune_classification)."""
     check_count("epochs", args.epochs)
     check_count("batch_size", args.batch_size)
     check_count("lora_rank", args.lora_rank)
@@ -161,6 +163,8 @@ def _save_figure(figure, path: Path) -> None:
 
 
 def finetune_classifier(args) -> None:
+    """``python -m llmscratch finetune-classifier``: chapter 6 end to end (introduced in
+    ch06_finetune_classification)."""
     check_finetune_args(args)  # numbers first: nothing is read, downloaded or written before they are fine
     device = resolve_device(args.device)
     out = args.out
@@ -222,6 +226,8 @@ def finetune_classifier(args) -> None:
 
 
 def classify(args) -> None:
+    """``python -m llmscratch classify``: ``spam`` or ``not spam`` for one text (introduced in
+    ch06_finetune_classification, 6.8)."""
     if not args.text.strip():
         raise UsageError("the text to classify is empty: give a message, e.g. \"You won a prize!\"")
     device = resolve_device(args.device)
