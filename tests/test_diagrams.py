@@ -25,6 +25,7 @@ REQUIRED = {
     "ch03_attention": ["attention_weights", "causal_mask", "multihead_split"],
     "ch04_gpt_model": ["gpt_architecture", "transformer_block"],
     "ch05_pretraining": ["training_loop", "gpt2_weight_mapping"],
+    "ch06_finetune_classification": ["spam_data_pipeline", "classification_head"],
 }
 
 

@@ -60,6 +60,10 @@ TAUGHT = {
         "load_weights_into_gpt",
     },
     "ch05_pretraining/appendix_d_training_loop.ipynb": {"find_highest_gradient"},
+    "ch06_finetune_classification/ch06_finetune_classification.ipynb": {
+        "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader", "calc_loss_batch",
+        "calc_loss_loader", "evaluate_model", "train_classifier_simple", "classify_review",
+    },
 }
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef

@@ -25,7 +25,8 @@ def code_cells(nb: dict) -> list[dict]:
 
 
 def test_every_chapter_with_code_has_a_notebook():
-    for folder in ("ch01_intro", "ch02_text_data", "ch03_attention", "ch04_gpt_model", "ch05_pretraining"):
+    for folder in ("ch01_intro", "ch02_text_data", "ch03_attention", "ch04_gpt_model", "ch05_pretraining",
+                   "ch06_finetune_classification"):
         assert (REPO_ROOT / folder / f"{folder}.ipynb").is_file(), folder
 
 
