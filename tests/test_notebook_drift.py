@@ -64,6 +64,7 @@ TAUGHT = {
         "create_balanced_dataset", "random_split", "SpamDataset", "calc_accuracy_loader", "calc_loss_batch",
         "calc_loss_loader", "evaluate_model", "train_classifier_simple", "classify_review",
     },
+    "ch06_finetune_classification/appendix_e_lora.ipynb": {"LoRALayer", "LinearWithLoRA", "replace_linear_with_lora"},
 }
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef

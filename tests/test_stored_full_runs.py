@@ -44,3 +44,45 @@ def test_ch05_exercise_5_4_continues_the_books_run():
     log = stored_text("ch05_pretraining/exercises.ipynb", "num_epochs=NUM_EPOCHS_MORE")
     assert "Ep 1 (Step 000000): Train loss 0.271, Val loss 6.545" in log
     assert "Ep 1 (Step 000005): Train loss 0.244, Val loss 6.614" in log
+
+
+CH06 = "ch06_finetune_classification/ch06_finetune_classification.ipynb"
+CH06_EXERCISES = "ch06_finetune_classification/exercises.ipynb"
+CH06_LORA = "ch06_finetune_classification/appendix_e_lora.ipynb"
+
+
+def markdown_text(path: str, needle: str) -> str:
+    """The source of the one markdown cell of ``path`` that contains ``needle``."""
+    cells = [cell_source(c) for c in load_notebook(REPO_ROOT / path)["cells"]
+             if c["cell_type"] == "markdown" and needle in cell_source(c)]
+    assert len(cells) == 1, f"{path}: {len(cells)} markdown cells contain {needle!r}"
+    return cells[0]
+
+
+def test_ch06_training_is_the_full_run():
+    """All 130 batches of each of the 5 epochs, one accuracy line per epoch (the quick run trains 1 epoch)."""
+    log = stored_text(CH06, "batches per epoch")
+    assert "130 batches per epoch, 5 epoch(s)" in log, "rebuild ch06 in full"
+    assert log.count("Training accuracy:") == 5 and "Ep 5 (Step 000600)" in log
+
+
+def test_ch06_exercises_are_full_runs():
+    """The reference and the three exercises each train 5 epochs and measure the whole sets."""
+    cells = [c for c in load_notebook(REPO_ROOT / CH06_EXERCISES)["cells"]
+             if c["cell_type"] == "code" and "run_experiment(" in cell_source(c) and "def " not in cell_source(c)]
+    logs = ["".join("".join(o["text"]) for o in c.get("outputs", []) if o.get("output_type") == "stream")
+            for c in cells]
+    assert len(logs) == 4
+    assert all(log.count("Training accuracy:") == 5 and "Accuracy on the whole sets" in log for log in logs)
+
+
+@pytest.mark.parametrize(("path", "needle", "quoted", "output_path", "output_needle", "printed"), [
+    (CH06_LORA, "O que esses números mostram", "84,67%", CH06_LORA, "BOOK_ACCURACY =", "84.67%"),
+    (CH06_LORA, "O que esses números mostram", "95,67%", CH06_EXERCISES, "'vs chapter'", "95.67%"),
+    (CH06_LORA, "O que esses números mostram", "89,67%", CH06_EXERCISES, "'vs chapter'", "89.67%"),
+    (CH06_EXERCISES, "tanto quanto o GPT-2 ajustado", "95,67%", CH06_EXERCISES, "'vs chapter'", "95.67%"),
+])
+def test_ch06_prose_quotes_the_stored_run(path, needle, quoted, output_path, output_needle, printed):
+    """Figures the prose gives for "this run" are the ones its stored outputs print."""
+    assert quoted in markdown_text(path, needle)
+    assert printed in stored_text(output_path, output_needle)
