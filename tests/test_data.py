@@ -103,8 +103,13 @@ def test_registry_names_and_filenames() -> None:
         "sms-spam-collection": "SMSSpamCollection.tsv",
         "instruction-data": "instruction-data.json",
         "tinyshakespeare": "tinyshakespeare.txt",
+        "alpaca-52k": "alpaca_data.json",
     }
-    assert all(name == e.name and len(e.sha256) == 64 for name, e in DATA_FILES.items())
+    pinned = {name for name, e in DATA_FILES.items() if e.sha256 is not None}
+    assert pinned == set(DATA_FILES) - {"alpaca-52k"}  # Alpaca's sha256 could not be taken offline
+    assert all(name == e.name and len(e.sha256) == 64 for name, e in DATA_FILES.items() if name in pinned)
+    assert DATA_FILES["alpaca-52k"].verify is not None and DATA_FILES["alpaca-52k"].optional
+    assert not any(e.optional for name, e in DATA_FILES.items() if name != "alpaca-52k")
     assert DATA_FILES["sms-spam-collection"].zip_member == "SMSSpamCollection"
 
 
@@ -113,6 +118,8 @@ def test_registry_matches_the_mirror() -> None:
     if not mirror:
         pytest.skip("LLMSCRATCH_DATA_MIRROR is not set (CI sets it to the offline copy of the data files)")
     for e in DATA_FILES.values():
+        if e.sha256 is None:  # not pinned (Alpaca 52k, optional): the mirror need not hold it
+            continue
         assert sha256_of(Path(mirror) / e.filename) == e.sha256, e.filename
 
 
@@ -355,10 +362,23 @@ def test_main_raises_one_error_naming_the_failed_files(monkeypatch, capsys, tmp_
             raise DataDownloadError("offline")
         return tmp_path / f"{name}.txt"
 
-    monkeypatch.setattr(data, "DATA_FILES", {"good": None, "bad": None})
+    entry = DATA_FILES["the-verdict"]  # any entry: get_data is faked
+    monkeypatch.setattr(data, "DATA_FILES", {"good": entry, "bad": entry})
     monkeypatch.setattr(data, "get_data", fake_get_data)
     with pytest.raises(DataDownloadError, match=r"^1 of 2 data files could not be fetched: bad$"):
         data.main()
     out, err = capsys.readouterr()
     assert out.split() == ["good", str(tmp_path / "good.txt")]
     assert err == "bad: FAILED: offline\n"
+
+
+def test_download_all_skips_the_optional_files(monkeypatch, capsys) -> None:
+    """``python -m llmscratch download`` with no names leaves Alpaca 52k (22 MB, exercise 7.3) until it is named."""
+    import llmscratch.data as data
+
+    fetched = []
+    monkeypatch.setattr(data, "get_data", lambda name: fetched.append(name) or Path(name))
+    data.main()
+    assert fetched == [name for name in DATA_FILES if name != "alpaca-52k"]
+    data.main(["alpaca-52k"])
+    assert fetched[-1] == "alpaca-52k"

@@ -1,7 +1,8 @@
 """Download, verify and cache the course's data files.
 
 Introduced in ch02_text_data (2.2). Every file the course reads is listed in :data:`DATA_FILES` with its
-canonical URL and sha256. :func:`get_data` returns the local path of a file and, in this order:
+canonical URL and sha256 (or, for a file whose sha256 is not pinned, a function that checks its structure:
+Alpaca 52k, exercise 7.3). :func:`get_data` returns the local path of a file and, in this order:
 
 1. reuses a cached copy in the data folder (``LLMSCRATCH_DATA_DIR``) when its sha256 matches;
 2. copies it from an offline mirror folder (``LLMSCRATCH_DATA_MIRROR``) when the mirror holds it;
@@ -35,14 +36,16 @@ Run ``python -m llmscratch download`` to fetch all the files at once (e.g. befor
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -62,6 +65,7 @@ __all__ = [
     "fetch",
     "get_data",
     "main",
+    "read_json_records",
     "sha256_of",
 ]
 
@@ -77,14 +81,50 @@ _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.Ch
 
 @dataclass(frozen=True)
 class DataFile:
-    """One data file of the course: where it comes from and what its content must hash to."""
+    """One data file of the course: where it comes from and what its content must hash to.
+
+    A file whose sha256 is not pinned (``sha256=None``) names a ``verify`` function instead, which raises
+    ValueError for a wrong file; it is checked, with the same guarantees, wherever a sha256 would be.
+    """
 
     name: str  # key in DATA_FILES, e.g. "the-verdict"
     filename: str  # local file name in the data folder and in the mirror
     url: str  # canonical source
-    sha256: str  # of the local file (of the extracted member when zip_member is set)
+    sha256: str | None  # of the local file (of the extracted member when zip_member is set); None: see verify
     description: str
     zip_member: str | None = None  # the URL serves a zip: extract this member
+    verify: Callable[[Path], object] | None = None  # with sha256=None: checks the file, ValueError when wrong
+    optional: bool = False  # large and used by one optional exercise: fetched only when named
+
+    def __post_init__(self) -> None:
+        if self.sha256 is None and self.verify is None:
+            raise ValueError(f"data file {self.name!r} needs a sha256 or a verify function: no file is installed "
+                             "unchecked")
+
+
+def read_json_records(path, keys, expected_entries=None) -> list[dict]:
+    """The JSON list of objects in ``path``, after checking that every object has exactly the text fields
+    ``keys`` and, when ``expected_entries`` is given, that there are that many; ValueError otherwise.
+
+    Introduced in ch07_finetune_instructions (exercise 7.3): the structure check of Alpaca 52k, whose sha256 is
+    not pinned (it could not be taken on the offline machine that built the course).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            records = json.load(handle)
+    except ValueError as error:  # not UTF-8 or not JSON
+        raise ValueError(f"{path} is not a JSON file: {error}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path} holds a JSON {type(records).__name__}, not a list of entries")
+    if expected_entries is not None and len(records) != expected_entries:
+        raise ValueError(f"{path} holds {len(records):,} entries, expected {expected_entries:,}")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or set(record) != set(keys):
+            found = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"entry {i} of {path} has the keys {found}, expected exactly {sorted(keys)}")
+        if not all(isinstance(value, str) for value in record.values()):
+            raise ValueError(f"entry {i} of {path} has a field that is not text: {record!r:.200}")
+    return records
 
 
 _REGISTRY = (
@@ -116,6 +156,16 @@ _REGISTRY = (
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
         description="Tiny Shakespeare; 1,115,394 characters, a larger corpus for pretraining demos",
+    ),
+    DataFile(
+        name="alpaca-52k",
+        filename="alpaca_data.json",
+        url="https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json",
+        sha256=None,  # not pinned: it could not be taken offline; the structure is checked instead
+        description="Stanford Alpaca (CC BY-NC 4.0), 52,002 entries {instruction, input, output}; exercise 7.3",
+        verify=functools.partial(read_json_records, keys=("instruction", "input", "output"),
+                                 expected_entries=52_002),
+        optional=True,  # 22 MB for exercise 7.3 only
     ),
 )
 
@@ -196,6 +246,13 @@ def _cached(entry: DataFile, target: Path) -> bool:
     """True if ``target`` holds the right file; a wrong one is deleted."""
     if not target.is_file():
         return False
+    if entry.sha256 is None:  # not pinned: the entry's structure check
+        problem = _unverified(entry, target)
+        if problem is None:
+            return True
+        _log.warning("%s fails the check of %r (%s); fetching it again", target, entry.name, problem)
+        target.unlink()
+        return False
     actual = sha256_of(target)
     if actual == entry.sha256:
         return True
@@ -204,8 +261,26 @@ def _cached(entry: DataFile, target: Path) -> bool:
     return False
 
 
+def _unverified(entry: DataFile, path: Path) -> str | None:
+    """What ``entry.verify`` finds wrong with ``path``, None if nothing."""
+    try:
+        entry.verify(path)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def _install(entry: DataFile, part: Path, target: Path, *, source: str, hint: str) -> None:
-    """Move ``part`` to ``target`` if its sha256 is the expected one, else raise."""
+    """Move ``part`` to ``target`` if its sha256 is the expected one (or it passes ``entry.verify``), else raise."""
+    if entry.sha256 is None:
+        problem = _unverified(entry, part)
+        if problem is not None:
+            raise DataChecksumError(
+                f"{source} is not the expected file (its sha256 is not pinned; the structure check says: "
+                f"{problem}). Nothing was kept in {target.parent}. {hint}"
+            )
+        install(part, target)
+        return
     actual = sha256_of(part)
     if actual != entry.sha256:
         raise DataChecksumError(
@@ -276,6 +351,7 @@ def _download(
     hint = (
         f"The file at {entry.url} may have changed or been damaged on the way: try again, or download it "
         "by hand and compare its sha256 with the one in llmscratch.data.DATA_FILES."
+        if entry.sha256 is not None else f"The file at {entry.url} may have changed or been damaged on the way."
     )
     source = entry.url if entry.zip_member is None else f"{entry.url} (member {entry.zip_member!r})"
     with staged_folder(target) as stage:
@@ -418,12 +494,12 @@ def _display(path: Path) -> str:
 
 
 def main(names: list[str] | None = None) -> None:
-    """Fetch ``names`` (default: every file of :data:`DATA_FILES`), one printed line per file.
+    """Fetch ``names`` (default: every file of :data:`DATA_FILES` but the optional ones), one line per file.
 
     This is ``python -m llmscratch download``. Every name is tried; if any failed, raises one
     :class:`DataDownloadError` naming them (after their ``FAILED`` lines on stderr).
     """
-    names = list(DATA_FILES) if not names else names
+    names = [name for name, entry in DATA_FILES.items() if not entry.optional] if not names else names
     for name in names:
         _lookup(name)
     failed = []

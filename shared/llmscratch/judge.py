@@ -1,0 +1,207 @@
+"""Scoring the fine-tuned model's responses: an LLM judge (the book's way) and ROUGE-L (no judge needed).
+
+Introduced in ch07_finetune_instructions, 7.8. The book asks Llama 3, through Ollama, to score each response
+of the test set from 0 to 100 against the expected output (``generate_model_scores``). Beyond the book:
+
+- the judge can be any OpenAI-compatible server, and is checked first (``judge_available``; the protocols,
+  API keys and errors live in ``llmscratch.judge_http`` and are re-exported here);
+- a reply that is not an integer from 0 to 100 is asked once more, then recorded as unscored (``None``);
+- with ``scores_path``, every score is saved at once (all or nothing), so a run that stops (Ctrl+C, the judge
+  going away) loses nothing: running it again asks only the entries not scored yet;
+- ``score_responses`` returns a ``ScoreReport``: the score of every entry (``None`` where unscored), how many
+  were scored, their average;
+- ``rouge_l_scores`` gives the chapter a number even where no judge runs.
+
+This module imports neither torch nor the model: scoring needs only the responses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .files import atomic_write
+from .judge_http import (
+    API_KEY_VARIABLE, DEFAULT_TIMEOUT, OLLAMA_CHAT_URL, OPENAI_API_KEY_VARIABLE, JudgeError, JudgeResponseError,
+    JudgeUnavailableError, judge_available, query_model,
+)
+
+__all__ = [
+    "API_KEY_VARIABLE", "DEFAULT_TIMEOUT", "OLLAMA_CHAT_URL", "OPENAI_API_KEY_VARIABLE", "JudgeError",
+    "JudgeResponseError", "JudgeUnavailableError", "ScoreReport", "generate_model_scores", "judge_available",
+    "query_model", "query_score", "rouge_l_scores", "score_responses",
+]
+
+TRIES = 2  # a reply that is not an integer from 0 to 100 is asked once more
+SCORES_FORMAT = "llmscratch-judge-scores/1"  # "format" of a scores file
+_SCORE = re.compile(r"\s*(\d{1,3})\s*")  # what the book's int(score) accepts, less signs and underscores
+
+
+@dataclass
+class ScoreReport:
+    """The judge's score of every entry, in order: an int from 0 to 100, or ``None`` where the judge's reply
+    was not one (twice). Introduced in ch07_finetune_instructions, 7.8.
+
+    ``scores`` is what ``generate_model_scores`` returns (the scored entries only, as the book); ``resumed``
+    counts the entries taken from ``scores_path`` instead of asking the judge again.
+    """
+
+    per_entry: list[int | None] = field(default_factory=list)
+    resumed: int = 0
+
+    @property
+    def scores(self) -> list[int]:
+        return [score for score in self.per_entry if score is not None]
+
+    @property
+    def num_scored(self) -> int:
+        return len(self.scores)
+
+    @property
+    def num_entries(self) -> int:
+        return len(self.per_entry)
+
+    @property
+    def average(self) -> float | None:
+        """The mean of ``scores``; ``None`` when nothing was scored."""
+        return sum(self.scores) / self.num_scored if self.num_scored else None
+
+    def __str__(self) -> str:
+        unscored = self.num_entries - self.num_scored
+        line = f"Scored {self.num_scored} of {self.num_entries} entries"
+        if unscored:
+            line += f" ({unscored} replies were not an integer from 0 to 100)"
+        return line + (f"; {self.resumed} came from the scores file" if self.resumed else "")
+
+
+def generate_model_scores(json_data, json_key, model="llama3", url=OLLAMA_CHAT_URL, *, scores_path=None,
+                          format_fn=None, timeout=DEFAULT_TIMEOUT, report=None):
+    """The judge's scores (0 to 100) of the responses ``entry[json_key]``, for the entries it scored, as the
+    book. Introduced in ch07_finetune_instructions, 7.8.
+
+    The book's prompt and loop, with these additions: ``url`` picks the judge (``query_model``); a reply that is
+    not an integer from 0 to 100 gets one retry, then the entry is left unscored (the book's "Could not convert
+    score" line); one line at the end says how many were scored. With ``scores_path`` (a JSON file) each score
+    is saved as soon as it is known, all or nothing, and a later run with the same file does not ask again for
+    the entries it holds: an entry is found by its index and a hash of the judge's model name and the prompt,
+    so a changed dataset or another judge is scored afresh. ``format_fn`` formats the instruction (default:
+    ``llmscratch.instruction.format_input``, the book's Alpaca template); ``report``, a ``ScoreReport``, receives
+    every entry's score (``score_responses`` returns one). ``JudgeError`` when the judge fails: what was scored
+    is in ``scores_path``.
+    """
+    format_input = format_fn or _book_format_input()
+    saved = _load_scores(scores_path, len(json_data))  # what an earlier run with this file scored
+    report = ScoreReport() if report is None else report
+    for index, entry in enumerate(tqdm(json_data, desc="Scoring entries")):
+        prompt = (
+            f"Given the input `{format_input(entry)}` "
+            f"and correct output `{entry['output']}`, "
+            f"score the model response `{entry[json_key]}`"
+            f" on a scale from 0 to 100, where 100 is the best score. "
+            f"Respond with the integer number only."
+        )
+        key = _prompt_key(model, prompt)
+        if saved.get(index, {}).get("key") == key:
+            report.resumed += 1
+        else:
+            score, reply = query_score(prompt, model, url, timeout=timeout)  # None: not an integer, twice
+            saved[index] = {"key": key, "score": score, "reply": reply[:200]}
+            _save_scores(scores_path, model, saved)
+        report.per_entry.append(saved[index]["score"])
+    print(report)
+    return report.scores
+
+
+def score_responses(json_data, json_key, model="llama3", url=OLLAMA_CHAT_URL, *, scores_path=None,
+                    format_fn=None, timeout=DEFAULT_TIMEOUT):
+    """``generate_model_scores``, returning a ``ScoreReport``: every entry's score (``None`` where unscored), the
+    number scored and the average. Introduced in ch07_finetune_instructions, 7.8."""
+    report = ScoreReport()
+    generate_model_scores(json_data, json_key, model, url, scores_path=scores_path, format_fn=format_fn,
+                          timeout=timeout, report=report)
+    return report
+
+
+def query_score(prompt, model="llama3", url=OLLAMA_CHAT_URL, *, timeout=DEFAULT_TIMEOUT, tries=TRIES):
+    """``(score, reply)``: the judge's reply to ``prompt`` as an int from 0 to 100, asking up to ``tries``
+    times, and the last reply; ``(None, reply)`` after printing the book's "Could not convert score" line when
+    no reply was one. Introduced in ch07_finetune_instructions, 7.8."""
+    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+        raise ValueError(f"tries must be an integer >= 1, got {tries!r}")
+    for _ in range(tries):
+        reply = query_model(prompt, model, url, timeout=timeout)
+        match = _SCORE.fullmatch(reply)
+        if match and int(match[1]) <= 100:
+            return int(match[1]), reply
+    print(f"Could not convert score: {reply}")
+    return None, reply
+
+
+def rouge_l_scores(json_data, json_key, reference_key="output"):
+    """ROUGE-L of each response ``entry[json_key]`` against the expected ``entry[reference_key]``, scaled to 0
+    to 100: a score without a judge. Introduced in ch07_finetune_instructions, 7.8.
+
+    ROUGE-L (``rouge-score``'s ``RougeScorer(["rougeL"], use_stemmer=True)``, its F-measure) finds the longest
+    common subsequence of words of the two texts, in order but not necessarily adjacent, after lowercasing,
+    dropping punctuation and stemming ("jumped" and "jumping" count as one word). Precision is its length over
+    the response's length, recall over the reference's; F is their harmonic mean. Identical texts score 100,
+    texts with no word in common 0.
+
+    It measures how much of the reference's wording the response repeats, in order, and misses what an LLM
+    judge sees: a correct paraphrase or synonym scores low, a fluent response that copies the reference's words
+    but changes one that matters ("is" for "is not", a wrong number) scores high; it knows nothing of facts,
+    grammar or whether the instruction was followed. Its tokenizer keeps only the letters a to z and digits,
+    so it suits English (the book's data set), not accented words.
+    """
+    from rouge_score.rouge_scorer import RougeScorer  # imported here: it loads nltk
+
+    scorer = RougeScorer(["rougeL"], use_stemmer=True)
+    return [100 * scorer.score(entry[reference_key], entry[json_key])["rougeL"].fmeasure for entry in json_data]
+
+
+# --- the scores file -----------------------------------------------------------------------------------------
+
+
+def _book_format_input():
+    from .instruction import format_input  # the book's Alpaca template (imported here: that module needs torch)
+
+    return format_input
+
+
+def _prompt_key(model, prompt):
+    """The sha256 of the judge's model name and the prompt: what a saved score must match to be reused."""
+    return hashlib.sha256(json.dumps([model, prompt]).encode("utf-8")).hexdigest()
+
+
+def _load_scores(scores_path, num_entries):
+    """``{index: {"key", "score", "reply"}}`` from ``scores_path`` for indices below ``num_entries``; ``{}``
+    when there is no file (or no path)."""
+    if scores_path is None or not Path(scores_path).exists():
+        return {}
+    try:
+        data = json.loads(Path(scores_path).read_text(encoding="utf-8"))
+        entries = {int(index): record for index, record in data["entries"].items()}
+        valid = data["format"] == SCORES_FORMAT and all(
+            isinstance(record, dict) and {"key", "score"} <= record.keys() for record in entries.values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{scores_path} is not a scores file of generate_model_scores: delete it or pass "
+                         f"another scores_path")
+    return {index: record for index, record in entries.items() if index < num_entries}
+
+
+def _save_scores(scores_path, model, saved):
+    """Write ``saved`` to ``scores_path``, all or nothing (``files.atomic_write``)."""
+    if scores_path is None:
+        return
+    data = {"format": SCORES_FORMAT, "model": model,
+            "entries": {str(index): saved[index] for index in sorted(saved)}}
+    Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(Path(scores_path)) as handle:
+        handle.write((json.dumps(data, indent=1) + "\n").encode("utf-8"))
