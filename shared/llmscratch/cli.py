@@ -1,5 +1,6 @@
 """The course's command line: ``python -m llmscratch pretrain | generate | download`` (ch05_pretraining), and
-``finetune-classifier | classify`` (ch06_finetune_classification, in :mod:`llmscratch.cli_classifier`).
+``finetune-classifier | classify`` (ch06_finetune_classification, in :mod:`llmscratch.cli_classifier`) and
+``finetune-instructions | evaluate | chat`` (ch07_finetune_instructions, in :mod:`llmscratch.cli_instructions`).
 
 Progress (training lines, bars) goes to stderr, results to stdout. Every argument is checked before any work
 starts (:mod:`llmscratch.cli_checks`): bad input gets a one-line ``error: ...`` and exit code 2, never a
@@ -30,6 +31,9 @@ from .cli_checks import (DEFAULTS, RUN_SETTINGS, SIZES, TEXT_DATA, UsageError, c
 from .cli_classifier import COMMANDS as CLASSIFIER_COMMANDS
 from .cli_classifier import INTERRUPTED as CLASSIFIER_INTERRUPTED
 from .cli_classifier import add_classifier_commands
+from .cli_instructions import COMMANDS as INSTRUCTION_COMMANDS
+from .cli_instructions import INTERRUPTED as INSTRUCTION_INTERRUPTED
+from .cli_instructions import add_instruction_commands
 from .decoding import check_sampling_args
 from .decoding import generate as generate_tokens
 from .files import atomic_write, remove_stale_temp_files
@@ -45,7 +49,8 @@ from .settings import SettingsError, get_settings, resolve_device
 CHECKPOINT, PLOT = "checkpoint.pt", "losses.png"  # what pretrain writes in its output folder
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)"
 INTERRUPTED = {"pretrain": "interrupted: the last checkpoint (if any) is intact",
-               "generate": "interrupted", "download": "interrupted: no partial file was kept", **CLASSIFIER_INTERRUPTED}
+               "generate": "interrupted", "download": "interrupted: no partial file was kept", **CLASSIFIER_INTERRUPTED,
+               **INSTRUCTION_INTERRUPTED}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -60,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m llmscratch",
         description="Command line of the course 'Build a Large Language Model (From Scratch)' in Portuguese: "
                     "pretrain a GPT, sample from it or from GPT-2, download the course's files, finetune and use "
-                    "a spam classifier.")
+                    "a spam classifier and a model that follows instructions.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = DEFAULTS
@@ -112,10 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download (or copy from LLMSCRATCH_DATA_MIRROR) the course's data files, verified by sha256, "
                     "and optionally OpenAI's GPT-2 weights.")
     download.add_argument("names", nargs="*", metavar="NAME",
-                          help=f"data files to fetch (default: all of {', '.join(data.DATA_FILES)})")
+                          help="data files to fetch (default: all but the optional ones; known: "
+                               + ", ".join(f"{name} (optional)" if entry.optional else name
+                                           for name, entry in data.DATA_FILES.items()) + ")")
     download.add_argument("--gpt2", choices=SIZES, action="append", default=[],
                           help="also download GPT-2 weights of this size (repeatable)")
     add_classifier_commands(commands, DEVICE_HELP)
+    add_instruction_commands(commands, DEVICE_HELP)
     return parser
 
 
@@ -320,7 +328,8 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"pretrain": pretrain, "generate": generate, "download": download, **CLASSIFIER_COMMANDS}[args.command]
+    command = {"pretrain": pretrain, "generate": generate, "download": download, **CLASSIFIER_COMMANDS,
+               **INSTRUCTION_COMMANDS}[args.command]
     try:
         get_settings()  # LLMSCRATCH_* values that make no sense: one line, before anything
         command(args)

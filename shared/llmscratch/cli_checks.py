@@ -6,12 +6,16 @@ the command line prints it as ``error: ...`` and exits with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 
+from .files import remove_stale_temp_files
 from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY
+from .run_lock import RunFolderLocked, lock_run_folder
 
 TEXT_DATA = ("the-verdict", "tinyshakespeare")  # course files that are plain text
 SIZES = tuple(GPT2_CONFIGS)  # "124M", "355M", "774M", "1558M"
@@ -147,3 +151,25 @@ def check_writable(folder: Path) -> None:
     except OSError as error:
         raise UsageError(f"cannot write in {folder} ({error.strerror or error}): make it writable or pick "
                          "another --out") from None
+
+
+@contextlib.contextmanager
+def claimed_out_folder(out: Path, product: str):
+    """``out`` created if needed, writable and locked for this run, without a ``product`` file (the model the
+    run writes) to overwrite; temporary files of a killed run are removed. Used by ``finetune-classifier`` and
+    ``finetune-instructions``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create --out {out} ({error.strerror or error})") from None
+    check_writable(out)
+    try:
+        with lock_run_folder(out):
+            if (out / product).exists():  # checked again: another run may have finished meanwhile
+                raise UsageError(f"{out / product} exists: move it away or pick another --out")
+            for stale in remove_stale_temp_files(out):
+                print(f"removed {stale}, left by a run that was killed while saving", file=sys.stderr)
+            yield
+    except RunFolderLocked as error:
+        raise UsageError(f"{out} is in use by another run (process id {error.pid or 'not yet written'}): wait "
+                         "for it to end, or pick another --out") from None

@@ -28,12 +28,12 @@ from .classification import calc_accuracy_loader, classify_review, plot_values
 from .classification_data import CLASS_NAMES, SPLIT_FILES, create_spam_loaders, load_spam_data, prepare_spam_csvs
 from .classifier import (TRAINABLE_LAYERS, classification_metrics, count_trainable_parameters, load_classifier,
                          plot_confusion_matrix, prepare_classifier, save_classifier, train_classifier_resumable)
-from .cli_checks import SIZES, UsageError, check_count, check_out_folder, check_real, check_seed, check_writable
-from .files import atomic_write, remove_stale_temp_files
+from .cli_checks import (SIZES, UsageError, check_count, check_out_folder, check_real, check_seed,
+                         claimed_out_folder)
+from .files import atomic_write
 from .gpt import GPT_CONFIG_TINY, GPTModel
 from .gpt2_weights import load_pretrained_gpt2, pretrained_gpt2_config
 from .lora import merge_lora, replace_linear_with_lora
-from .run_lock import RunFolderLocked, lock_run_folder
 from .settings import get_settings, resolve_device
 
 CLASSIFIER, METRICS = "classifier.pt", "metrics.json"
@@ -137,26 +137,6 @@ def _spam_loaders(batch_size: int, seed: int):
         raise UsageError(f"--batch-size {batch_size}: {error}") from None
 
 
-@contextlib.contextmanager
-def _claimed(out: Path):
-    """``out`` created if needed, writable and locked for this run, without a classifier to overwrite."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create --out {out} ({error.strerror or error})") from None
-    check_writable(out)
-    try:
-        with lock_run_folder(out):
-            if (out / CLASSIFIER).exists():  # checked again: another run may have finished meanwhile
-                raise UsageError(f"{out / CLASSIFIER} exists: move it away or pick another --out")
-            for stale in remove_stale_temp_files(out):
-                print(f"removed {stale}, left by a run that was killed while saving", file=sys.stderr)
-            yield
-    except RunFolderLocked as error:
-        raise UsageError(f"{out} is in use by another run (process id {error.pid or 'not yet written'}): wait "
-                         "for it to end, or pick another --out") from None
-
-
 def _save_figure(figure, path: Path) -> None:
     with atomic_write(path) as handle:
         figure.savefig(handle, format="png", dpi=120)
@@ -186,7 +166,7 @@ def finetune_classifier(args) -> None:
           f"epoch{'s' * (args.epochs != 1)}, lr {lr:g}, batch size {args.batch_size}, device {device}",
           file=sys.stderr)
     model.to(device)
-    with _claimed(out):
+    with claimed_out_folder(out, CLASSIFIER):
         start = time.perf_counter()
         torch.manual_seed(args.seed)  # the book seeds again before training
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=BOOK["weight_decay"])
