@@ -36,7 +36,7 @@ from .cli_instructions import INTERRUPTED as INSTRUCTION_INTERRUPTED
 from .cli_instructions import add_instruction_commands
 from .decoding import check_sampling_args
 from .decoding import generate as generate_tokens
-from .files import atomic_write, remove_stale_temp_files
+from .files import remove_stale_temp_files, save_png
 from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel, check_config
 from .gpt2_download import download_gpt2
 from .gpt2_weights import load_pretrained_gpt2
@@ -274,8 +274,7 @@ def _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_
     trained = (epochs - epochs_before) * len(train_loader) * settings["batch_size"] * cfg["context_length"]
     figure = plot_losses(torch.linspace(0, epochs, len(train_losses)), tokens_seen, train_losses, val_losses)
     try:
-        with atomic_write(out / PLOT) as handle:
-            figure.savefig(handle, format="png", dpi=120)
+        save_png(figure, out / PLOT)
     except OSError as error:
         raise _save_failed(error, out / PLOT, f"the checkpoint {checkpoint} is saved") from None
     if train_losses:

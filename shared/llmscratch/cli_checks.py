@@ -131,8 +131,9 @@ def describe(settings: dict) -> str:
     return " ".join(option(n, settings[n]) for n in RUN_SETTINGS if n != "epochs")
 
 
-def check_out_folder(out: Path, files: tuple[str, ...]) -> None:
-    """``out`` can be the run's folder: not a file, not under a file, no folder where a file goes."""
+def check_out_folder(out: Path, files: tuple[str, ...], product: str | None = None) -> None:
+    """``out`` can be the run's folder: not a file, not under a file, no folder where a file goes and, when
+    ``product`` (the model a finetuning run writes) is named, no finished one to overwrite."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder: pick another --out")
     parent = next((p for p in out.parents if p.exists()), None)
@@ -142,6 +143,13 @@ def check_out_folder(out: Path, files: tuple[str, ...]) -> None:
         if (out / name).is_dir():
             raise UsageError(f"{out / name} is a folder, but the run writes a file there: move it away or "
                              "pick another --out")
+    if product is not None:
+        _check_no_product(out, product)
+
+
+def _check_no_product(out: Path, product: str) -> None:
+    if (out / product).exists():
+        raise UsageError(f"{out / product} exists: move it away or pick another --out")
 
 
 def check_writable(folder: Path) -> None:
@@ -165,8 +173,7 @@ def claimed_out_folder(out: Path, product: str):
     check_writable(out)
     try:
         with lock_run_folder(out):
-            if (out / product).exists():  # checked again: another run may have finished meanwhile
-                raise UsageError(f"{out / product} exists: move it away or pick another --out")
+            _check_no_product(out, product)  # checked again: another run may have finished meanwhile
             for stale in remove_stale_temp_files(out):
                 print(f"removed {stale}, left by a run that was killed while saving", file=sys.stderr)
             yield

@@ -16,7 +16,6 @@ one ``error: ...`` line with exit code 2, training lines go to stderr and result
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from .classifier import (TRAINABLE_LAYERS, classification_metrics, count_trainab
                          plot_confusion_matrix, prepare_classifier, save_classifier, train_classifier_resumable)
 from .cli_checks import (SIZES, UsageError, check_count, check_out_folder, check_real, check_seed,
                          claimed_out_folder)
-from .files import atomic_write
+from .files import save_png, write_json
 from .gpt import GPT_CONFIG_TINY, GPTModel
 from .gpt2_weights import load_pretrained_gpt2, pretrained_gpt2_config
 from .lora import merge_lora, replace_linear_with_lora
@@ -137,20 +136,13 @@ def _spam_loaders(batch_size: int, seed: int):
         raise UsageError(f"--batch-size {batch_size}: {error}") from None
 
 
-def _save_figure(figure, path: Path) -> None:
-    with atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=120)
-
-
 def finetune_classifier(args) -> None:
     """``python -m llmscratch finetune-classifier``: chapter 6 end to end (introduced in
     ch06_finetune_classification)."""
     check_finetune_args(args)  # numbers first: nothing is read, downloaded or written before they are fine
     device = resolve_device(args.device)
     out = args.out
-    check_out_folder(out, OUTPUTS)
-    if (out / CLASSIFIER).exists():
-        raise UsageError(f"{out / CLASSIFIER} exists: move it away or pick another --out")
+    check_out_folder(out, OUTPUTS, product=CLASSIFIER)
     base = _base(args)
     scratch = not base.startswith("gpt2-")
     layers = None if args.lora_rank is not None else args.trainable_layers or ("all" if scratch else "last_block")
@@ -186,14 +178,13 @@ def finetune_classifier(args) -> None:
                    "lora": None if layers else {"rank": args.lora_rank, "alpha": alpha}, "lr": lr,
                    "batch_size": args.batch_size, "seed": args.seed, "trainable_parameters": trainable,
                    **accuracies, "natural_test": natural, "train_seconds": round(seconds, 1), "device": str(device)}
-        with atomic_write(out / METRICS) as handle:
-            handle.write((json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
+        write_json(out / METRICS, metrics, indent=2)
         for label, train_values, val_values in (("loss", train_losses, val_losses),
                                                 ("accuracy", train_accs, val_accs)):
             epochs_seen = torch.linspace(0, args.epochs, len(train_values))
             seen = torch.linspace(0, examples_seen, len(train_values))
-            _save_figure(plot_values(epochs_seen, seen, train_values, val_values, label=label), out / PLOTS[label])
-        _save_figure(plot_confusion_matrix(natural["confusion_matrix"]), out / PLOTS["confusion"])
+            save_png(plot_values(epochs_seen, seen, train_values, val_values, label=label), out / PLOTS[label])
+        save_png(plot_confusion_matrix(natural["confusion_matrix"]), out / PLOTS["confusion"])
 
     print(f"Training accuracy: {accuracies['train_accuracy']*100:.2f}%")
     print(f"Validation accuracy: {accuracies['val_accuracy']*100:.2f}%")

@@ -29,7 +29,7 @@ import torch
 from .classifier import count_trainable_parameters
 from .cli_checks import (SIZES, UsageError, check_count, check_out_folder, check_real, check_seed,
                          claimed_out_folder)
-from .files import atomic_write
+from .files import save_png, write_json
 from .instruction import INSTRUCTION_KEYS, PROMPT_STYLES
 from .instruction_data import (ALPACA_DATA, INSTRUCTION_DATA, create_instruction_loaders, load_alpaca_data,
                                load_instruction_data, split_instruction_data)
@@ -195,20 +195,13 @@ def _build_model(base: str, lora_rank, lora_alpha):
         raise UsageError(str(error)) from None
 
 
-def _write_json(path: Path, value, indent: int = 4) -> None:
-    with atomic_write(path) as handle:
-        handle.write((json.dumps(value, indent=indent) + "\n").encode("utf-8"))
-
-
 def finetune_instructions(args) -> None:
     """``python -m llmscratch finetune-instructions``: chapter 7 end to end (introduced in
     ch07_finetune_instructions, 7.2 to 7.7)."""
     check_finetune_args(args)  # numbers first: nothing is read, downloaded or written before they are fine
     device = resolve_device(args.device)
     out = args.out
-    check_out_folder(out, OUTPUTS)
-    if (out / MODEL).exists():
-        raise UsageError(f"{out / MODEL} exists: move it away or pick another --out")
+    check_out_folder(out, OUTPUTS, product=MODEL)
     data, data_setting = _read_data(args.data)
     train_data, val_data, test_data = _split(data, args)
     base = _base(args)
@@ -254,12 +247,11 @@ def finetune_instructions(args) -> None:
         save_instruction_model(out / MODEL, model, config, base=base, prompt_style=args.prompt_style, **made_with)
         figure = plot_losses(torch.linspace(0, args.epochs, len(train_losses)), tokens_seen, train_losses,
                              val_losses)
-        with atomic_write(out / PLOT) as handle:
-            figure.savefig(handle, format="png", dpi=120)
+        save_png(figure, out / PLOT)
         print(f"generating the responses to the {len(test_data)} test entries", file=sys.stderr)
         responses = instruction_responses(model, tokenizer, test_data, prompt_style=args.prompt_style,
                                           max_new_tokens=args.max_new_tokens)
-        _write_json(out / RESPONSES, [{**entry, RESPONSE_KEY: response}
+        write_json(out / RESPONSES, [{**entry, RESPONSE_KEY: response}
                                       for entry, response in zip(test_data, responses)])
 
     print(f"final train loss {train_losses[-1]:.3f}, val loss {val_losses[-1]:.3f}")
@@ -324,7 +316,7 @@ def _rouge_scores(entries, args, scores_path: Path) -> None:
     """ROUGE-L of every response against its expected output, written all or nothing, and its average."""
     scores = rouge_l_scores(entries, args.key)
     average = sum(scores) / len(scores)
-    _write_json(scores_path, {"format": ROUGE_FORMAT, "responses": args.responses.name, "key": args.key,
+    write_json(scores_path, {"format": ROUGE_FORMAT, "responses": args.responses.name, "key": args.key,
                               "reference_key": "output", "average": average, "scores": scores}, indent=1)
     print(f"Number of scores: {len(scores)} of {len(entries)}")
     print(f"Average ROUGE-L score: {average:.2f} (0 to 100, each response's overlap with the expected output: no "

@@ -12,6 +12,7 @@ Only a process killed outright (SIGKILL, power cut) leaves its hidden temporary 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -130,6 +131,18 @@ def atomic_write(target: Path) -> Iterator[IO[bytes]]:
         yield handle
         finish(handle)
         install(part, target)
+
+
+def write_json(target: Path, value, indent: int = 4) -> None:
+    """``value`` as JSON text in ``target`` (UTF-8, a final newline), all or nothing."""
+    with atomic_write(target) as handle:
+        handle.write((json.dumps(value, indent=indent) + "\n").encode("utf-8"))
+
+
+def save_png(figure, target: Path) -> None:
+    """A matplotlib ``figure`` as a PNG image in ``target``, all or nothing."""
+    with atomic_write(target) as handle:
+        figure.savefig(handle, format="png", dpi=120)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .files import atomic_write
+from .files import write_json
 from .judge_http import (
     API_KEY_VARIABLE, DEFAULT_TIMEOUT, OLLAMA_CHAT_URL, OPENAI_API_KEY_VARIABLE, JudgeError, JudgeResponseError,
     JudgeUnavailableError, judge_available, query_model,
@@ -203,5 +203,4 @@ def _save_scores(scores_path, model, saved):
     data = {"format": SCORES_FORMAT, "model": model,
             "entries": {str(index): saved[index] for index in sorted(saved)}}
     Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(Path(scores_path)) as handle:
-        handle.write((json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    write_json(Path(scores_path), data, indent=1)
