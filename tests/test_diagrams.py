@@ -26,6 +26,7 @@ REQUIRED = {
     "ch04_gpt_model": ["gpt_architecture", "transformer_block"],
     "ch05_pretraining": ["training_loop", "gpt2_weight_mapping"],
     "ch06_finetune_classification": ["spam_data_pipeline", "classification_head"],
+    "ch07_finetune_instructions": ["instruction_data_pipeline", "finetune_and_evaluate"],
 }
 
 

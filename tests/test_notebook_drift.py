@@ -38,8 +38,12 @@ NOTEBOOK_MODULES = {
     "ch06_finetune_classification/ch06_finetune_classification.ipynb": ["llmscratch.classification"],
     "ch06_finetune_classification/exercises.ipynb": ["llmscratch.classification"],
     "ch06_finetune_classification/appendix_e_lora.ipynb": ["llmscratch.lora", "llmscratch.classification"],
-    "ch07_finetune_instructions/ch07_finetune_instructions.ipynb": ["llmscratch.instruction", "llmscratch.judge"],
-    "ch07_finetune_instructions/exercises.ipynb": ["llmscratch.instruction", "llmscratch.judge"],
+    "ch07_finetune_instructions/ch07_finetune_instructions.ipynb": [
+        "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.judge",
+    ],
+    "ch07_finetune_instructions/exercises.ipynb": [
+        "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.instruction_data", "llmscratch.judge",
+    ],
 }
 
 # What each notebook must teach (guards against this test passing because nothing was compared).
@@ -65,6 +69,13 @@ TAUGHT = {
         "calc_loss_loader", "evaluate_model", "train_classifier_simple", "classify_review",
     },
     "ch06_finetune_classification/appendix_e_lora.ipynb": {"LoRALayer", "LinearWithLoRA", "replace_linear_with_lora"},
+    "ch07_finetune_instructions/ch07_finetune_instructions.ipynb": {
+        "format_input", "InstructionDataset", "custom_collate_draft_1", "custom_collate_draft_2", "custom_collate_fn",
+        "generate_model_scores",
+    },
+    "ch07_finetune_instructions/exercises.ipynb": {
+        "format_input_phi", "InstructionDatasetWithMasking", "custom_collate_with_masking_fn",
+    },
 }
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 
@@ -122,12 +123,35 @@ def test_cpu_only_outputs_are_compared_on_the_cpu_only():
 DEVICE_LITERAL = re.compile(r"""["'](cpu|cuda(:\d+)?|mps)["']""")
 
 
+def signature_default_lines(source: str) -> set[int]:
+    """Line numbers (1-based) of the string defaults in the signatures of the functions ``source`` defines: the
+    book's ``def custom_collate_fn(..., device="cpu")`` names a default, not the device a notebook runs on."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics
+        return set()
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defaults = [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+            lines |= {d.lineno for d in defaults if isinstance(d, ast.Constant) and isinstance(d.value, str)}
+    return lines
+
+
+def test_a_signature_default_is_not_a_hard_coded_device():
+    source = 'def collate(batch,\n            device="cpu"):\n    return batch\ncollate([], device="cuda")\n'
+    assert signature_default_lines(source) == {2}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_no_notebook_hard_codes_a_device(path):
-    """The device comes from llmscratch.get_device() (CUDA > MPS > CPU; LLMSCRATCH_DEVICE overrides)."""
+    """The device comes from llmscratch.get_device() (CUDA > MPS > CPU; LLMSCRATCH_DEVICE overrides). A default in
+    a function's signature (the book's ``device="cpu"``) is allowed: the calls pass the device."""
     for cell in code_cells(load_notebook(path)):
-        for line in cell_source(cell).splitlines():
+        source = cell_source(cell)
+        defaults = signature_default_lines(source)
+        for number, line in enumerate(source.splitlines(), start=1):
             code = line.split("#", 1)[0]
-            if "map_location" in code:  # loading onto the CPU first is not a choice of device
+            if "map_location" in code or number in defaults:  # loading onto the CPU first is not a choice
                 continue
             assert not DEVICE_LITERAL.search(code), f"hard-coded device: {line.strip()}"

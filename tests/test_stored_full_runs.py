@@ -86,3 +86,32 @@ def test_ch06_prose_quotes_the_stored_run(path, needle, quoted, output_path, out
     """Figures the prose gives for "this run" are the ones its stored outputs print."""
     assert quoted in markdown_text(path, needle)
     assert printed in stored_text(output_path, output_needle)
+
+
+CH07 = "ch07_finetune_instructions/ch07_finetune_instructions.ipynb"
+CH07_EXERCISES = "ch07_finetune_instructions/exercises.ipynb"
+
+
+def test_ch07_training_is_the_full_run():
+    """All 116 batches of the 935 training entries, each epoch (the quick run trains 5 batches of 40 entries)."""
+    log = stored_text(CH07, "batches per epoch")
+    assert "116 batches per epoch" in log, "rebuild ch07 in full"
+    assert "Ep 1 (Step 000000)" in log and "Training completed in" in log
+
+
+def test_ch07_responses_cover_the_whole_test_set():
+    assert "110 responses in" in stored_text(CH07, "responses = instruction_responses(model, tokenizer, test_entries"), \
+        "rebuild ch07 in full"
+
+
+def test_ch07_exercises_are_full_runs():
+    """The reference and the exercises 7.1, 7.2 and 7.4 each train on all 935 entries and answer all 110."""
+    cells = [c for c in load_notebook(REPO_ROOT / CH07_EXERCISES)["cells"]
+             if c["cell_type"] == "code" and "finetune_and_evaluate(" in cell_source(c)
+             and "def " not in cell_source(c)]
+    logs = ["".join("".join(o["text"]) for o in c.get("outputs", []) if o.get("output_type") == "stream")
+            for c in cells]
+    trained = [log for log in logs if "batches per epoch" in log]
+    assert len(trained) >= 4, "rebuild the ch07 exercises in full"
+    assert all("116 batches per epoch" in log and "ROUGE-L" in log for log in trained)
+    assert "110 test entries" in stored_text(CH07_EXERCISES, "for name, result in results.items():\n    judge")

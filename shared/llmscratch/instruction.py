@@ -4,7 +4,8 @@ response.
 Introduced in ch07_finetune_instructions. The functions and classes with the book's names are the book's listings
 (a call to a checking helper at the top is the only addition), in the book's order:
 
-- 7.2 ``format_input``: the Alpaca prompt (instruction, then the input when there is one);
+- 7.2 ``format_input``: the Alpaca prompt (instruction, then the input when there is one), from
+  ``llmscratch.prompt_formats`` (no torch there, so the judge can use it);
 - 7.3 ``InstructionDataset`` (pre-tokenized prompt + response), ``custom_collate_draft_1`` (padding),
   ``custom_collate_draft_2`` (+ targets shifted by one), ``custom_collate_fn`` (+ ``-100`` over the padding after
   the first ``<|endoftext|>``, + ``allowed_max_length``);
@@ -25,80 +26,18 @@ their cross-entropy ignores the targets ``-100`` (PyTorch's default ``ignore_ind
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import torch
 from torch.utils.data import Dataset
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
+from .prompt_formats import (  # re-exported: the prompt (7.2, exercise 7.1) is part of chapter 7's code
+    INSTRUCTION_KEYS, PROMPT_STYLES, PromptStyle, _check_prompt_style, format_input, format_input_phi,
+)
 
-INSTRUCTION_KEYS = ("instruction", "input", "output")  # the fields of every entry of the data set
-
-
-def _check_entry(entry):
-    if not isinstance(entry, dict) or "instruction" not in entry or "input" not in entry:
-        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        raise ValueError(f"entry must be a dict with the keys 'instruction' and 'input' (and 'output' for "
-                         f"training), like the entries of instruction-data.json; got {found}")
-
-
-# --- the prompt (7.2, exercise 7.1) -------------------------------------------------------------------------
-
-
-def format_input(entry):
-    """The Alpaca-style prompt of ``entry``: a fixed preamble, ``### Instruction:`` and, when the entry has one,
-    ``### Input:`` (ch07_finetune_instructions, 7.2)."""
-    _check_entry(entry)  # beyond the book: a clear error for an entry without the fields
-    instruction_text = (
-        f"Below is an instruction that describes a task. "
-        f"Write a response that appropriately completes the request."
-        f"\n\n### Instruction:\n{entry['instruction']}"
-    )
-
-    input_text = f"\n\n### Input:\n{entry['input']}" if entry["input"] else ""
-
-    return instruction_text + input_text
-
-
-def format_input_phi(entry):
-    """The Phi-3-style prompt of ``entry``: ``<|user|>``, the instruction and, when there is one, the input
-    (ch07_finetune_instructions, exercise 7.1). ``<|user|>`` is ordinary text for GPT-2's tokenizer:
-    five tokens, ``[27, 91, 7220, 91, 29]``."""
-    _check_entry(entry)  # beyond the book: a clear error for an entry without the fields
-    instruction_text = (
-        f"<|user|>\n{entry['instruction']}"
-    )
-
-    input_text = f"\n{entry['input']}" if entry["input"] else ""
-
-    return instruction_text + input_text
-
-
-class PromptStyle(NamedTuple):
-    """A prompt format: the function that writes the prompt of an entry and the text between the prompt and the
-    response (ch07_finetune_instructions, exercise 7.1)."""
-
-    format_input: Callable[[dict], str]
-    response_prefix: str
-
-    @property
-    def response_header(self) -> str:
-        """What ``extract_response`` removes from a generated response: ``### Response:`` or
-        ``<|assistant|>:``."""
-        return self.response_prefix.strip()
-
-
-PROMPT_STYLES = {
-    "alpaca": PromptStyle(format_input, "\n\n### Response:\n"),  # the book's (7.2)
-    "phi3": PromptStyle(format_input_phi, "\n<|assistant|>:\n"),  # exercise 7.1
-}
-
-
-def _check_prompt_style(prompt_style):
-    if prompt_style not in PROMPT_STYLES:
-        raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {prompt_style!r}")
-
+__all__ = [
+    "INSTRUCTION_KEYS", "PROMPT_STYLES", "InstructionDataset", "PromptStyle", "custom_collate_draft_1",
+    "custom_collate_draft_2", "custom_collate_fn", "extract_response", "format_input", "format_input_phi",
+]
 
 # --- the data sets (7.3, exercise 7.2) ----------------------------------------------------------------------
 

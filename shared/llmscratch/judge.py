@@ -30,11 +30,12 @@ from .judge_http import (
     API_KEY_VARIABLE, DEFAULT_TIMEOUT, OLLAMA_CHAT_URL, OPENAI_API_KEY_VARIABLE, JudgeError, JudgeResponseError,
     JudgeUnavailableError, judge_available, query_model,
 )
+from .prompt_formats import format_input
 
 __all__ = [
     "API_KEY_VARIABLE", "DEFAULT_TIMEOUT", "OLLAMA_CHAT_URL", "OPENAI_API_KEY_VARIABLE", "JudgeError",
-    "JudgeResponseError", "JudgeUnavailableError", "ScoreReport", "generate_model_scores", "judge_available",
-    "query_model", "query_score", "rouge_l_scores", "score_responses",
+    "JudgeResponseError", "JudgeUnavailableError", "ScoreReport", "ScoresFile", "generate_model_scores",
+    "judge_available", "query_model", "query_score", "rouge_l_scores", "score_responses",
 ]
 
 TRIES = 2  # a reply that is not an integer from 0 to 100 is asked once more
@@ -79,50 +80,45 @@ class ScoreReport:
         return line + (f"; {self.resumed} came from the scores file" if self.resumed else "")
 
 
-def generate_model_scores(json_data, json_key, model="llama3", url=OLLAMA_CHAT_URL, *, scores_path=None,
-                          format_fn=None, timeout=DEFAULT_TIMEOUT, report=None):
+def generate_model_scores(json_data, json_key, model="llama3", url=OLLAMA_CHAT_URL, *, format_fn=format_input,
+                          scores_path=None, timeout=DEFAULT_TIMEOUT, report=None):
     """The judge's scores (0 to 100) of the responses ``entry[json_key]``, for the entries it scored, as the
     book. Introduced in ch07_finetune_instructions, 7.8.
 
     The book's prompt and loop, with these additions: ``url`` picks the judge (``query_model``); a reply that is
     not an integer from 0 to 100 gets one retry, then the entry is left unscored (the book's "Could not convert
-    score" line); one line at the end says how many were scored. With ``scores_path`` (a JSON file) each score
-    is saved as soon as it is known, all or nothing, and a later run with the same file does not ask again for
-    the entries it holds: an entry is found by its index and a hash of the judge's model name and the prompt,
-    so a changed dataset or another judge is scored afresh. ``format_fn`` formats the instruction (default:
-    ``llmscratch.instruction.format_input``, the book's Alpaca template); ``report``, a ``ScoreReport``, receives
-    every entry's score (``score_responses`` returns one). ``JudgeError`` when the judge fails: what was scored
-    is in ``scores_path``.
+    score" line, ``query_score``); one line at the end says how many were scored. With ``scores_path`` (a JSON
+    file, ``ScoresFile``) each score is saved as soon as it is known, all or nothing, and a later run with the
+    same file does not ask again for the entries it holds. ``format_fn`` formats the instruction (the book's
+    ``format_input``, Alpaca); ``report``, a ``ScoreReport``, receives every entry's score (``score_responses``
+    returns one). ``JudgeError`` when the judge fails: what was scored is in ``scores_path``.
     """
-    format_input = format_fn or _book_format_input()
-    saved = _load_scores(scores_path, len(json_data))  # what an earlier run with this file scored
-    report = ScoreReport() if report is None else report
+    scores_file = ScoresFile(scores_path, model, len(json_data))  # beyond the book: resume a stopped run
+    report = ScoreReport() if report is None else report  # beyond the book: every entry's score, or None
     for index, entry in enumerate(tqdm(json_data, desc="Scoring entries")):
         prompt = (
-            f"Given the input `{format_input(entry)}` "
+            f"Given the input `{format_fn(entry)}` "
             f"and correct output `{entry['output']}`, "
             f"score the model response `{entry[json_key]}`"
             f" on a scale from 0 to 100, where 100 is the best score. "
             f"Respond with the integer number only."
         )
-        key = _prompt_key(model, prompt)
-        if saved.get(index, {}).get("key") == key:
+        if scores_file.has(index, prompt):  # scored by an earlier run with this file
             report.resumed += 1
         else:
-            score, reply = query_score(prompt, model, url, timeout=timeout)  # None: not an integer, twice
-            saved[index] = {"key": key, "score": score, "reply": reply[:200]}
-            _save_scores(scores_path, model, saved)
-        report.per_entry.append(saved[index]["score"])
+            score, reply = query_score(prompt, model, url, timeout=timeout)  # the book: int(query_model(prompt))
+            scores_file.save(index, prompt, score, reply)
+        report.per_entry.append(scores_file.score(index))
     print(report)
     return report.scores
 
 
-def score_responses(json_data, json_key, model="llama3", url=OLLAMA_CHAT_URL, *, scores_path=None,
-                    format_fn=None, timeout=DEFAULT_TIMEOUT):
+def score_responses(json_data, json_key, model="llama3", url=OLLAMA_CHAT_URL, *, format_fn=format_input,
+                    scores_path=None, timeout=DEFAULT_TIMEOUT):
     """``generate_model_scores``, returning a ``ScoreReport``: every entry's score (``None`` where unscored), the
     number scored and the average. Introduced in ch07_finetune_instructions, 7.8."""
     report = ScoreReport()
-    generate_model_scores(json_data, json_key, model, url, scores_path=scores_path, format_fn=format_fn,
+    generate_model_scores(json_data, json_key, model, url, format_fn=format_fn, scores_path=scores_path,
                           timeout=timeout, report=report)
     return report
 
@@ -167,40 +163,49 @@ def rouge_l_scores(json_data, json_key, reference_key="output"):
 # --- the scores file -----------------------------------------------------------------------------------------
 
 
-def _book_format_input():
-    from .instruction import format_input  # the book's Alpaca template (imported here: that module needs torch)
+class ScoresFile:
+    """The judge's scores saved so far (``path``: a JSON file, or ``None`` to keep them in memory only), so that a
+    run stopped half-way loses nothing. Beyond the book; introduced in ch07_finetune_instructions, 7.8.
 
-    return format_input
+    An entry is found by its index and the sha256 of the judge's model name and the prompt, so a changed data
+    set, response or judge is scored afresh. Every ``save`` rewrites the file all or nothing
+    (``files.write_json``). A file that is not a scores file is a ``ValueError`` that says what to do.
+    """
 
+    def __init__(self, path, model, num_entries):
+        self.path = None if path is None else Path(path)
+        self.model = model
+        self.saved = self._load(num_entries)  # {index: {"key", "score", "reply"}}
 
-def _prompt_key(model, prompt):
-    """The sha256 of the judge's model name and the prompt: what a saved score must match to be reused."""
-    return hashlib.sha256(json.dumps([model, prompt]).encode("utf-8")).hexdigest()
+    def has(self, index, prompt) -> bool:
+        """Whether the score of entry ``index`` for this ``prompt`` (and this judge) is saved."""
+        return self.saved.get(index, {}).get("key") == self._key(prompt)
 
+    def score(self, index) -> int | None:
+        return self.saved[index]["score"]
 
-def _load_scores(scores_path, num_entries):
-    """``{index: {"key", "score", "reply"}}`` from ``scores_path`` for indices below ``num_entries``; ``{}``
-    when there is no file (or no path)."""
-    if scores_path is None or not Path(scores_path).exists():
-        return {}
-    try:
-        data = json.loads(Path(scores_path).read_text(encoding="utf-8"))
-        entries = {int(index): record for index, record in data["entries"].items()}
-        valid = data["format"] == SCORES_FORMAT and all(
-            isinstance(record, dict) and {"key", "score"} <= record.keys() for record in entries.values())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        valid = False
-    if not valid:
-        raise ValueError(f"{scores_path} is not a scores file of generate_model_scores: delete it or pass "
-                         f"another scores_path")
-    return {index: record for index, record in entries.items() if index < num_entries}
+    def save(self, index, prompt, score, reply):
+        self.saved[index] = {"key": self._key(prompt), "score": score, "reply": reply[:200]}
+        if self.path is not None:
+            data = {"format": SCORES_FORMAT, "model": self.model,
+                    "entries": {str(i): self.saved[i] for i in sorted(self.saved)}}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, data, indent=1)
 
+    def _key(self, prompt):
+        return hashlib.sha256(json.dumps([self.model, prompt]).encode("utf-8")).hexdigest()
 
-def _save_scores(scores_path, model, saved):
-    """Write ``saved`` to ``scores_path``, all or nothing (``files.atomic_write``)."""
-    if scores_path is None:
-        return
-    data = {"format": SCORES_FORMAT, "model": model,
-            "entries": {str(index): saved[index] for index in sorted(saved)}}
-    Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(Path(scores_path), data, indent=1)
+    def _load(self, num_entries):
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            entries = {int(index): record for index, record in data["entries"].items()}
+            valid = data["format"] == SCORES_FORMAT and all(
+                isinstance(record, dict) and {"key", "score"} <= record.keys() for record in entries.values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            valid = False
+        if not valid:
+            raise ValueError(f"{self.path} is not a scores file of generate_model_scores: delete it or pass "
+                             f"another scores_path")
+        return {index: record for index, record in entries.items() if index < num_entries}
