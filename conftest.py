@@ -3,7 +3,7 @@
 - Notebook items run in smoke size: ``LLMSCRATCH_SMOKE=1`` is in the environment the nbval kernel inherits.
 - ``cuda`` tests are skipped without a GPU; ``LLMSCRATCH_REQUIRE_CUDA=1`` turns that skip into a failure.
 - The ``device`` fixture runs a test on the CPU and, when there is one, on CUDA.
-- A notebook cell marked ``# CPU_ONLY_OUTPUT`` (under ``# NBVAL_CHECK_OUTPUT``) holds the book's CPU numbers:
+- A notebook cell tagged ``cpu-only-output`` (beside nbval's ``nbval-check-output``) holds the book's CPU numbers:
   its output is compared only when the notebooks run on the CPU (``get_device()``), not on a GPU.
 """
 
@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _is_notebook_item(item) and item.options.get("check"):
             device_type = device_type or _notebook_device_type()
-            item.options["check"] = output_is_checked_on(item.cell.source, device_type)
+            item.options["check"] = output_is_checked_on(item.cell.metadata.get("tags", []), device_type)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

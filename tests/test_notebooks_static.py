@@ -9,8 +9,9 @@ import re
 import pytest
 
 from notebook_conventions import (
-    CPU_ONLY_MARKER, MAX_NOTEBOOK_BYTES, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL, cell_source, colab_badge,
-    load_notebook, notebook_paths, output_is_checked_on,
+    CHECK_OUTPUT_TAG, CPU_ONLY_TAG, MARKER_COMMENTS, MAX_NOTEBOOK_BYTES, PARAMETERS_TAG, REPO_ROOT, SETUP_CELL,
+    SETUP_CELL_METADATA, cell_source, cell_tags, colab_badge, is_checked, load_notebook, notebook_paths,
+    output_is_checked_on,
 )
 
 NOTEBOOKS = notebook_paths()
@@ -32,16 +33,46 @@ def test_every_chapter_with_code_has_a_notebook():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_opening_cells(path):
+def test_first_screen_is_the_course(path):
+    """Title with the welcome and the Colab badge, the setup cell collapsed, then the roadmap (test_diagrams)."""
     cells = load_notebook(path)["cells"]
-    title, setup, params = cells[0], cells[1], cells[2]
+    title, setup = cells[0], cells[1]
     assert title["cell_type"] == "markdown" and cell_source(title).startswith("# "), "cell 1: '# Title'"
     assert colab_badge(path) in cell_source(title), "cell 1 needs the Colab badge of this notebook"
+    assert "**Quanto tempo leva:**" in cell_source(title) and "CPU" in cell_source(title), "cell 1: the welcome"
     assert setup["cell_type"] == "code" and cell_source(setup) == SETUP_CELL, "cell 2 must be the setup cell"
-    assert params["cell_type"] == "code" and PARAMETERS_TAG in params["metadata"].get("tags", [])
-    assert SMOKE_LINE in cell_source(params), "cell 3 reads the smoke setting"
-    tagged = [i for i, c in enumerate(cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
-    assert tagged == [2], "only cell 3 carries the 'parameters' tag"
+    assert setup["metadata"] == SETUP_CELL_METADATA, "the setup cell is collapsed (JupyterLab) and a form (Colab)"
+    assert setup["outputs"] == [], "the setup cell prints nothing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_parameters_come_after_the_introduction(path):
+    """One cell tagged 'parameters' holds the run sizes, after the chapter's introduction and a Portuguese
+    paragraph that explains it; no code but the setup cell and the roadmap runs before it."""
+    cells = load_notebook(path)["cells"]
+    tagged = [i for i, c in enumerate(cells) if PARAMETERS_TAG in cell_tags(c)]
+    assert len(tagged) == 1, "exactly one cell carries the 'parameters' tag"
+    at = tagged[0]
+    assert SMOKE_LINE in cell_source(cells[at]), "the parameters cell reads the smoke setting"
+    assert cells[at - 1]["cell_type"] == "markdown" and "tamanhos desta execução" in cell_source(cells[at - 1])
+    earlier_code = [c for c in cells[3:at] if c["cell_type"] == "code"]
+    assert not earlier_code, "only the setup cell and the roadmap run before the parameters"
+    assert any(c["cell_type"] == "markdown" for c in cells[3:at - 1]) or at == 4, "the introduction comes first"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_the_test_size_switch_is_explained_once(path):
+    prose = [cell_source(c) for c in load_notebook(path)["cells"] if c["cell_type"] == "markdown"]
+    mentions = [p for p in prose if re.search(r"LLMSCRATCH_SMOKE|testes autom|versão (rápida|reduzida)", p)]
+    assert len(mentions) == 1, f"the test-size switch is explained once, in the parameters paragraph: {mentions}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_nbval_markers_are_cell_tags(path):
+    """nbval's markers live in cell metadata (tags), not as comment lines a learner reads in every cell."""
+    for cell in code_cells(load_notebook(path)):
+        lines = [line.strip() for line in cell_source(cell).splitlines()]
+        assert not set(MARKER_COMMENTS) & set(lines), f"marker comment instead of a tag: {cell_source(cell)[:80]}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -59,7 +90,7 @@ def test_stored_outputs_come_from_one_clean_run(path):
             assert "application/vnd.jupyter.widget-view+json" not in data, "widget placeholder"
             if "<Figure size" in "".join(data.get("text/plain", "")):
                 assert "image/png" in data, "a figure stored without its image (inline backend off?)"
-        if "# NBVAL_CHECK_OUTPUT" in cell_source(cell):
+        if is_checked(cell):
             assert cell["outputs"], f"checked cell without stored output: {cell_source(cell)[:80]}"
 
 
@@ -105,19 +136,24 @@ def test_narrative_keeps_to_the_course_words(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_cpu_only_marker_sits_on_checked_cells(path):
+def test_cpu_only_tag_sits_on_checked_cells(path):
     for cell in load_notebook(path)["cells"]:
-        lines = [line.strip() for line in cell_source(cell).splitlines()]
-        if CPU_ONLY_MARKER in lines:
-            assert "# NBVAL_CHECK_OUTPUT" in lines, "CPU_ONLY_OUTPUT only makes sense on a checked cell"
+        if CPU_ONLY_TAG in cell_tags(cell):
+            assert is_checked(cell), "cpu-only-output only makes sense on a checked cell (nbval-check-output)"
 
 
 def test_cpu_only_outputs_are_compared_on_the_cpu_only():
-    checked = "# NBVAL_CHECK_OUTPUT\nprint(loss)"
-    cpu_only = "# NBVAL_CHECK_OUTPUT\n# CPU_ONLY_OUTPUT\nprint(loss)"
+    checked, cpu_only = [CHECK_OUTPUT_TAG], [CHECK_OUTPUT_TAG, CPU_ONLY_TAG]
     assert output_is_checked_on(checked, "cpu") and output_is_checked_on(checked, "cuda")
     assert output_is_checked_on(cpu_only, "cpu") and not output_is_checked_on(cpu_only, "cuda")
     assert not output_is_checked_on(cpu_only, "mps")
+
+
+def test_nbval_reads_our_tags():
+    """The tags are nbval's own: a typo would silently stop checking a cell."""
+    from nbval.plugin import metadata_tags
+
+    assert metadata_tags[CHECK_OUTPUT_TAG] == "check"
 
 
 DEVICE_LITERAL = re.compile(r"""["'](cpu|cuda(:\d+)?|mps)["']""")

@@ -1,12 +1,18 @@
 """The course's diagrams: the roadmap drawn by code, and the chapters' SVG files shown inline.
 
 Introduced in ch01_intro (the roadmap) and used at the top of every notebook. A diagram is shown by a code cell
-whose stored output embeds the SVG, so JupyterLab, GitHub's notebook view and Colab all render it (a relative
+whose stored output embeds the picture, so JupyterLab, GitHub's notebook view and Colab all render it (a relative
 markdown image does not resolve on Colab).
+
+The stored form is an HTML ``<img>`` whose ``src`` is the SVG as a base64 ``data:`` URI, with a real ``alt``
+text. A notebook from a fresh clone is *untrusted*, and an untrusted JupyterLab refuses ``image/svg+xml``
+outputs (it shows ``<IPython.core.display.SVG object>`` instead), but it renders sanitized HTML images.
 """
 
 from __future__ import annotations
 
+import base64
+import xml.etree.ElementTree as ET
 from html import escape
 from pathlib import Path
 
@@ -45,7 +51,7 @@ def roadmap_svg(chapter: int) -> str:
     """
     if chapter not in CHAPTERS:
         raise ValueError(f"chapter must be one of {CHAPTERS}, got {chapter!r}")
-    step_w, step_h, gap, pad, stage_gap = 232, 46, 10, 12, 26
+    step_w, step_h, gap, pad, stage_gap = 256, 46, 10, 12, 26  # step_w fits the longest bold label
     width = 3 * (step_w + 2 * pad) + 2 * stage_gap
     most_steps = max(len(steps) for _, steps in ROADMAP_STAGES)
     stage_h = 34 + most_steps * (step_h + gap) + pad  # every stage box is as tall as the longest
@@ -102,15 +108,57 @@ def roadmap_svg(chapter: int) -> str:
     return "\n".join(parts)
 
 
-def show_roadmap(chapter: int):
-    """Display the course roadmap with ``chapter``'s steps highlighted (the first cell of every notebook).
+class Diagram:
+    """A diagram as a notebook shows it: an ``<img>`` with the SVG inline (``data:`` URI) and an alt text.
 
-    Returns an ``IPython.display.SVG``: as a cell's last expression it is shown and stored in the notebook.
+    ``svg`` is the SVG text; ``alt`` says in words what the picture shows (it is also the plain-text form, for
+    a viewer that renders no HTML). Introduced in ch01_intro.
+    """
+
+    def __init__(self, svg: str, alt: str):
+        if not svg.lstrip().startswith("<svg"):
+            raise ValueError("a Diagram needs SVG text that starts with '<svg'")
+        if not alt.strip():
+            raise ValueError("a Diagram needs an alt text that says what it shows")
+        self.svg, self.alt = svg, alt.strip()
+
+    def _repr_html_(self) -> str:
+        data = base64.b64encode(self.svg.encode("utf-8")).decode("ascii")
+        return f'<img alt="{escape(self.alt)}" src="data:image/svg+xml;base64,{data}">'
+
+    def __repr__(self) -> str:
+        return f"[diagrama: {self.alt}]"
+
+
+def svg_alt_text(svg: str) -> str:
+    """The alt text of one of the course's SVG diagrams: its ``<title>`` and ``<desc>`` (every diagram of the
+    course has both, for screen readers), joined as "title: description"."""
+    root = ET.fromstring(svg)
+    words = {}
+    for tag in ("title", "desc"):
+        element = root.find(f"{{http://www.w3.org/2000/svg}}{tag}")
+        words[tag] = " ".join("".join(element.itertext()).split()) if element is not None else ""
+    if not words["title"]:
+        raise ValueError("the diagram has no <title>: add one (and a <desc>) that says what it shows")
+    return f"{words['title']}: {words['desc']}" if words["desc"] else words["title"]
+
+
+def roadmap_alt_text(chapter: int) -> str:
+    """The roadmap in words: its stages and steps, and which are this chapter's."""
+    stages = "; ".join(
+        f"{title}: " + ", ".join(f"{label} (capítulo {ch})" for ch, label in steps) for title, steps in ROADMAP_STAGES
+    )
+    here = "o mapa do curso inteiro" if chapter == 1 else f"em destaque, os passos do capítulo {chapter}"
+    return f"Mapa do curso ({here}). {stages}."
+
+
+def show_roadmap(chapter: int) -> Diagram:
+    """Display the course roadmap with ``chapter``'s steps highlighted (the first picture of every notebook).
+
+    Returns a ``Diagram``: as a cell's last expression it is shown and stored in the notebook.
     Introduced in ch01_intro.
     """
-    from IPython.display import SVG
-
-    return SVG(data=roadmap_svg(chapter))
+    return Diagram(roadmap_svg(chapter), roadmap_alt_text(chapter))
 
 
 def diagram_path(relative_path: str) -> Path:
@@ -127,11 +175,10 @@ def diagram_path(relative_path: str) -> Path:
     return path
 
 
-def show_diagram(relative_path: str):
-    """Display one of the course's SVG diagrams inline (its stored output embeds the SVG).
+def show_diagram(relative_path: str) -> Diagram:
+    """Display one of the course's SVG diagrams inline (its stored output embeds the SVG as an ``<img>``).
 
     ``relative_path`` is relative to the repository root. Introduced in ch02_text_data.
     """
-    from IPython.display import SVG
-
-    return SVG(filename=str(diagram_path(relative_path)))
+    svg = diagram_path(relative_path).read_text(encoding="utf-8")
+    return Diagram(svg, svg_alt_text(svg))
