@@ -281,6 +281,20 @@ def test_offline_without_mirror_says_what_to_do(tmp_path: Path, closed_url: str)
     assert os.listdir(tmp_path) == []
 
 
+def test_a_failed_download_prints_no_empty_progress_bar(tmp_path: Path, closed_url: str, capsys) -> None:
+    with pytest.raises(DataDownloadError):
+        fetch(entry(closed_url), tmp_path, **{**FAST, "retries": 2, "progress": True})
+    assert capsys.readouterr().err == ""  # was "tiny.txt: 0.00B [00:00, ?B/s]" once per attempt
+
+
+def test_a_slow_download_shows_its_progress_bar(tmp_path: Path, server: ThreadingHTTPServer, capsys,
+                                                 monkeypatch) -> None:
+    monkeypatch.setattr(data, "PROGRESS_DELAY_S", 0.0)  # as if the transfer had outlasted the delay
+    server.routes["/tiny.txt"] = [(200, CONTENT, None)]
+    fetch(entry(server.url + "/tiny.txt"), tmp_path, **{**FAST, "progress": True})
+    assert "tiny.txt" in capsys.readouterr().err
+
+
 def test_retry_after_503(tmp_path: Path, server: ThreadingHTTPServer) -> None:
     server.routes["/tiny.txt"] = [(503, b"busy", None), (200, CONTENT, None)]
     path = fetch(entry(server.url + "/tiny.txt"), tmp_path, **{**FAST, "retries": 2})

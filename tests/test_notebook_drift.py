@@ -39,7 +39,8 @@ NOTEBOOK_MODULES = {
     "ch06_finetune_classification/exercises.ipynb": ["llmscratch.classification"],
     "ch06_finetune_classification/appendix_e_lora.ipynb": ["llmscratch.lora", "llmscratch.classification"],
     "ch07_finetune_instructions/ch07_finetune_instructions.ipynb": [
-        "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.judge",
+        "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.book_downloads", "llmscratch.judge_book",
+        "llmscratch.judge",
     ],
     "ch07_finetune_instructions/exercises.ipynb": [
         "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.instruction_data", "llmscratch.judge",
@@ -71,7 +72,7 @@ TAUGHT = {
     "ch06_finetune_classification/appendix_e_lora.ipynb": {"LoRALayer", "LinearWithLoRA", "replace_linear_with_lora"},
     "ch07_finetune_instructions/ch07_finetune_instructions.ipynb": {
         "format_input", "InstructionDataset", "custom_collate_draft_1", "custom_collate_draft_2", "custom_collate_fn",
-        "generate_model_scores",
+        "generate_model_scores", "check_if_running", "query_model",
     },
     "ch07_finetune_instructions/exercises.ipynb": {
         "format_input_phi", "InstructionDatasetWithMasking", "custom_collate_with_masking_fn",

@@ -397,8 +397,14 @@ class _PoochBar(tqdm):
         return True
 
 
+# A bar shows only once bytes have flowed for this long: an attempt that fails at once (offline) prints no empty
+# "0.00B [00:00, ?B/s]" bar, so a stored notebook output holds the error message alone.
+PROGRESS_DELAY_S = 0.5
+
+
 def _progress_bar(desc: str, enabled: bool) -> _PoochBar:
-    return _PoochBar(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled)
+    return _PoochBar(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,
+                     delay=PROGRESS_DELAY_S)
 
 
 def _pooch_retrieve(downloader: pooch.HTTPDownloader, entry: DataFile, target: Path, stage: Path) -> Path:
