@@ -3,11 +3,14 @@
 The fake server speaks Ollama's ``/api/chat`` (JSON lines) and the OpenAI protocol (one JSON reply, or
 server-sent events), answers ``/api/tags`` and ``/v1/models``, records every request, and can misbehave on
 demand: a reply that is not JSON, a stream that stops before its end, a body shorter than announced, an HTTP
-error, an answer that comes too late. No test waits for a real time-out longer than half a second.
+error, an answer that comes too late; a reply given as a function ``reply(handler)`` writes the raw response
+itself (tests/test_judge_http.py trickles bytes with it). No test waits for a real time-out longer than half a
+second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -58,6 +61,7 @@ class FakeJudge(ThreadingHTTPServer):
         self.sse = False  # answer the OpenAI protocol with server-sent events although we ask for JSON
         self.models = ["llama3:latest"]
         self.requests: list[dict] = []  # {"path", "headers", "body"} of each request
+        self.get_replies: list = []  # functions that answer the next GET requests instead of the model lists
         self.release = threading.Event()  # lets a SLOW answer go (at teardown)
 
     def prompts(self):
@@ -72,7 +76,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
-        if self.path == "/api/tags":
+        if self.server.get_replies:
+            self.server.get_replies.pop(0)(self)
+        elif self.path == "/api/tags":
             self.send(200, json.dumps({"models": [{"name": name, "model": name} for name in self.server.models]}))
         elif self.path == "/v1/models":
             self.send(200, json.dumps({"object": "list", "data": [{"id": name} for name in self.server.models]}))
@@ -86,7 +92,9 @@ class Handler(BaseHTTPRequestHandler):
         if reply == SLOW:
             self.server.release.wait(10)
             reply = self.server.default
-        if isinstance(reply, tuple):
+        if callable(reply):
+            reply(self)
+        elif isinstance(reply, tuple):
             self.send(reply[0], json.dumps(reply[1]))
         elif reply == SERVER_ERROR:
             self.send(500, json.dumps({"error": "the judge ran out of memory"}))
@@ -142,14 +150,22 @@ def judge(monkeypatch):
     for name in (API_KEY_VARIABLE, OPENAI_API_KEY_VARIABLE):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # a proxy of the machine must not see the fake judge
-    server = FakeJudge()
+    with serving(FakeJudge()) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(server):
+    """``server`` answering in a thread for the ``with`` block."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def closed_port_url(path="/api/chat"):
@@ -300,18 +316,17 @@ def test_an_interrupted_run_resumes_where_it_stopped(judge, tmp_path, capsys):
     assert [(index, entry["score"]) for index, entry in saved["entries"].items()] == [("0", 10), ("1", None)]
 
     judge.requests.clear()
-    judge.replies = ["30", "40", "50"]
+    judge.replies = ["20", "30", "40", "50"]
     report = score_responses(ENTRIES, "model_response", url=judge.ollama, scores_path=path, format_fn=format_fn)
-    assert judge.prompts() == [book_prompt(entry) for entry in ENTRIES[2:]]  # entries 1 and 2 not asked again
-    assert (report.per_entry, report.resumed) == ([10, None, 30, 40, 50], 2)
-    assert capsys.readouterr().out.endswith("Scored 4 of 5 entries (1 replies were not an integer from 0 to 100); "
-                                            "2 came from the scores file\n")
+    assert judge.prompts() == [book_prompt(entry) for entry in ENTRIES[1:]]  # entry 0 not asked again, 1 is
+    assert (report.per_entry, report.resumed) == ([10, 20, 30, 40, 50], 1)
+    assert capsys.readouterr().out.endswith("Scored 5 of 5 entries; 1 came from the scores file\n")
 
     judge.requests.clear()
     changed = [dict(entry) for entry in ENTRIES[:4]]
     changed[3]["model_response"] = "45,000 meters."
     assert generate_model_scores(changed, "model_response", url=judge.ollama, scores_path=path,
-                                 format_fn=format_fn) == [10, 30, 50]  # default reply "50" for the changed one
+                                 format_fn=format_fn) == [10, 20, 30, 50]  # default reply "50" for the changed one
     assert judge.prompts() == [book_prompt(changed[3])]
     judge.requests.clear()
     generate_model_scores(changed, "model_response", "llama3:70b", judge.ollama, scores_path=path,

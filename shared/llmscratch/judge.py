@@ -7,7 +7,8 @@ of the test set from 0 to 100 against the expected output (``generate_model_scor
   API keys and errors live in ``llmscratch.judge_http`` and are re-exported here);
 - a reply that is not an integer from 0 to 100 is asked once more, then recorded as unscored (``None``);
 - with ``scores_path``, every score is saved at once (all or nothing), so a run that stops (Ctrl+C, the judge
-  going away) loses nothing: running it again asks only the entries not scored yet;
+  going away) loses nothing: running it again asks only the entries not scored yet, the unscored ones included;
+  runs that share the file at the same time merge their scores into it (``ScoresFile``);
 - ``score_responses`` returns a ``ScoreReport``: the score of every entry (``None`` where unscored), how many
   were scored, their average;
 - ``rouge_l_scores`` gives the chapter a number even where no judge runs.
@@ -17,15 +18,18 @@ This module imports neither torch nor the model: scoring needs only the response
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .files import write_json
+from .run_lock import RunFolderLocked, lock_run_folder
 from .judge_http import (
     API_KEY_VARIABLE, DEFAULT_TIMEOUT, OLLAMA_CHAT_URL, OPENAI_API_KEY_VARIABLE, JudgeError, JudgeResponseError,
     JudgeUnavailableError, judge_available, query_model,
@@ -40,6 +44,8 @@ __all__ = [
 
 TRIES = 2  # a reply that is not an integer from 0 to 100 is asked once more
 SCORES_FORMAT = "llmscratch-judge-scores/1"  # "format" of a scores file
+LOCK_WAIT = 60.0  # seconds a save waits for another run that is saving in the same folder
+ECHOED = 200  # characters of a reply that are printed or saved
 _SCORE = re.compile(r"\s*(\d{1,3})\s*")  # what the book's int(score) accepts, less signs and underscores
 
 
@@ -89,10 +95,12 @@ def generate_model_scores(json_data, json_key, model="llama3", url=OLLAMA_CHAT_U
     not an integer from 0 to 100 gets one retry, then the entry is left unscored (the book's "Could not convert
     score" line, ``query_score``); one line at the end says how many were scored. With ``scores_path`` (a JSON
     file, ``ScoresFile``) each score is saved as soon as it is known, all or nothing, and a later run with the
-    same file does not ask again for the entries it holds. ``format_fn`` formats the instruction (the book's
+    same file does not ask again for the entries it holds a score of (unscored ones are asked again); runs that
+    share the file at the same time merge their scores. ``format_fn`` formats the instruction (the book's
     ``format_input``, Alpaca); ``report``, a ``ScoreReport``, receives every entry's score (``score_responses``
     returns one). ``JudgeError`` when the judge fails: what was scored is in ``scores_path``.
     """
+    _check_entries(json_data, (json_key, "output"), format_fn)  # beyond the book: a clear error for a missing key
     scores_file = ScoresFile(scores_path, model, len(json_data))  # beyond the book: resume a stopped run
     report = ScoreReport() if report is None else report  # beyond the book: every entry's score, or None
     for index, entry in enumerate(tqdm(json_data, desc="Scoring entries")):
@@ -134,7 +142,7 @@ def query_score(prompt, model="llama3", url=OLLAMA_CHAT_URL, *, timeout=DEFAULT_
         match = _SCORE.fullmatch(reply)
         if match and int(match[1]) <= 100:
             return int(match[1]), reply
-    print(f"Could not convert score: {reply}")
+    print(f"Could not convert score: {_excerpt(reply)}")
     return None, reply
 
 
@@ -154,10 +162,38 @@ def rouge_l_scores(json_data, json_key, reference_key="output"):
     grammar or whether the instruction was followed. Its tokenizer keeps only the letters a to z and digits,
     so it suits English (the book's data set), not accented words.
     """
+    _check_entries(json_data, (json_key, reference_key))
     from rouge_score.rouge_scorer import RougeScorer  # imported here: it loads nltk
 
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
     return [100 * scorer.score(entry[reference_key], entry[json_key])["rougeL"].fmeasure for entry in json_data]
+
+
+def _check_entries(json_data, keys, format_fn=None):
+    """A ``ValueError`` naming the entry and the key, for an entry that is not a dict with text in ``keys`` (or
+    that ``format_fn`` cannot format), instead of a ``KeyError`` half-way through the judge's work."""
+    if isinstance(json_data, (str, bytes, dict)) or not hasattr(json_data, "__len__"):
+        raise ValueError(f"json_data must be a list of entries (dicts), got a {type(json_data).__name__}")
+    for index, entry in enumerate(json_data):
+        if not isinstance(entry, dict):
+            raise ValueError(f"json_data[{index}] is a {type(entry).__name__}, not an entry (a dict)")
+        for key in keys:
+            if key not in entry:
+                raise ValueError(f"json_data[{index}] has no key {key!r} (its keys: {', '.join(map(repr, entry))})")
+            if not isinstance(entry[key], str):
+                raise ValueError(f"json_data[{index}][{key!r}] is a {type(entry[key]).__name__}, not text")
+        if format_fn is not None:
+            try:
+                format_fn(entry)
+            except (KeyError, ValueError, TypeError) as error:
+                name = getattr(format_fn, "__name__", "format_fn")
+                raise ValueError(f"json_data[{index}] cannot be formatted by {name} ({type(error).__name__}: "
+                                 f"{error})") from None
+
+
+def _excerpt(text, limit=ECHOED):
+    """``text``, cut after ``limit`` characters with a note of its length: a judge may send megabytes."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"
 
 
 # --- the scores file -----------------------------------------------------------------------------------------
@@ -168,34 +204,65 @@ class ScoresFile:
     run stopped half-way loses nothing. Beyond the book; introduced in ch07_finetune_instructions, 7.8.
 
     An entry is found by its index and the sha256 of the judge's model name and the prompt, so a changed data
-    set, response or judge is scored afresh. Every ``save`` rewrites the file all or nothing
-    (``files.write_json``). A file that is not a scores file is a ``ValueError`` that says what to do.
+    set, response or judge is scored afresh; so is an entry saved unscored (``None``), when a later run asks for
+    it. Every ``save`` holds the lock of the file's folder (``run_lock.lock_run_folder``), reads the file again,
+    adds its score to what other runs saved meanwhile and rewrites it all or nothing (``files.write_json``): two
+    runs on one file lose no score. A file that is not a scores file is a ``ValueError`` that says what to do; a
+    saved score that is not an integer from 0 to 100 counts as unscored, with a note.
     """
 
     def __init__(self, path, model, num_entries):
         self.path = None if path is None else Path(path)
         self.model = model
-        self.saved = self._load(num_entries)  # {index: {"key", "score", "reply"}}
+        self.num_entries = num_entries  # the file may hold more entries: kept for the run that has them
+        self.saved = self._load(note=True)  # {index: {"key", "score", "reply"}}
 
     def has(self, index, prompt) -> bool:
-        """Whether the score of entry ``index`` for this ``prompt`` (and this judge) is saved."""
-        return self.saved.get(index, {}).get("key") == self._key(prompt)
+        """Whether a score of entry ``index`` for this ``prompt`` (and this judge) is saved; an unscored entry
+        (``None``) is asked again."""
+        record = self.saved.get(index, {})
+        return record.get("key") == self._key(prompt) and record.get("score") is not None
 
     def score(self, index) -> int | None:
         return self.saved[index]["score"]
 
     def save(self, index, prompt, score, reply):
-        self.saved[index] = {"key": self._key(prompt), "score": score, "reply": reply[:200]}
-        if self.path is not None:
+        record = {"key": self._key(prompt), "score": score, "reply": reply[:ECHOED]}
+        if self.path is None:
+            self.saved[index] = record
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self.saved = {**self.saved, **self._load()}  # what other runs saved meanwhile wins over our memory
+            kept = self.saved.get(index, {})
+            if score is not None or kept.get("key") != record["key"] or kept.get("score") is None:
+                self.saved[index] = record  # an unscored reply does not replace another run's score
             data = {"format": SCORES_FORMAT, "model": self.model,
                     "entries": {str(i): self.saved[i] for i in sorted(self.saved)}}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json(self.path, data, indent=1)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """The lock of the file's folder, waiting up to ``LOCK_WAIT`` seconds for another run's save."""
+        deadline = time.monotonic() + LOCK_WAIT
+        with contextlib.ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(lock_run_folder(self.path.parent))
+                    break
+                except RunFolderLocked as error:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"The last score was not saved: process id {error.pid or '(unknown)'} "
+                                           f"has held the lock of {error.folder} for over {LOCK_WAIT:g} s (wait for "
+                                           "it to end).") from None
+                    time.sleep(0.02)
+            yield
 
     def _key(self, prompt):
         return hashlib.sha256(json.dumps([self.model, prompt]).encode("utf-8")).hexdigest()
 
-    def _load(self, num_entries):
+    def _load(self, note=False):
+        """The file's entries (all of them: a run with more entries may share it), ``{}`` if there is none."""
         if self.path is None or not self.path.exists():
             return {}
         try:
@@ -208,4 +275,15 @@ class ScoresFile:
         if not valid:
             raise ValueError(f"{self.path} is not a scores file of generate_model_scores: delete it or pass "
                              f"another scores_path")
-        return {index: record for index, record in entries.items() if index < num_entries}
+        bad = {index: record["score"] for index, record in sorted(entries.items()) if not _is_score(record["score"])}
+        if bad and note:
+            shown = ", ".join(f"entry {i}: {_excerpt(repr(v), 20)}" for i, v in list(bad.items())[:5])
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            print(f"note: {self.path} holds scores that are not integers from 0 to 100 ({shown}{more}): they count "
+                  "as unscored and the judge is asked again")
+        return {index: {**record, "score": None} if index in bad else record for index, record in entries.items()}
+
+
+def _is_score(value):
+    """Whether a saved score is one: ``None`` (unscored) or an int from 0 to 100."""
+    return value is None or (type(value) is int and 0 <= value <= 100)

@@ -9,9 +9,18 @@ streams one JSON object per line. ``query_model`` speaks the protocol its URL na
   Ollama's own compatible endpoint), with ``temperature`` 0 and ``seed`` 123. We ask for one JSON reply and also
   read a streamed one (``data: {...}`` lines ending in ``data: [DONE]``).
 
-A server that wants a key gets ``Authorization: Bearer <key>`` from the environment variable
-``LLMSCRATCH_JUDGE_API_KEY`` or, for the OpenAI protocol, ``OPENAI_API_KEY``. The key is read at each call and
-never stored or printed.
+A server that wants a key gets ``Authorization: Bearer <key>``, read from the environment at each call and never
+stored or printed:
+
+- ``LLMSCRATCH_JUDGE_API_KEY`` goes to the judge of either protocol (Ollama behind a proxy that checks keys, or an
+  OpenAI-compatible server);
+- ``OPENAI_API_KEY``, when ``LLMSCRATCH_JUDGE_API_KEY`` is not set, goes only to a ``.../chat/completions`` URL;
+- neither goes over plain ``http://`` to another machine: a key set for such a URL is a ``ValueError`` that says
+  to use ``https://`` (or to unset the variable); ``http://`` to this machine (``localhost``, ``127.0.0.1``,
+  ``[::1]``) is fine.
+
+``timeout`` is the whole request's deadline: connecting, the server's wait and every byte of the reply, so a
+server that answers a byte at a time fails as surely as a silent one; a reply over 4 MiB is refused as well.
 
 Failures raise a ``JudgeError`` whose message is one line: ``JudgeUnavailableError`` when nothing usable
 answers (connection refused, time-out, an HTTP error such as a model that was never pulled), with what was
@@ -22,14 +31,20 @@ notebook can go on without a judge: ``if judge_available(): ...``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
+import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 OLLAMA_CHAT_URL = "http://localhost:11434/api/chat"  # the book's URL
-DEFAULT_TIMEOUT = 120.0  # seconds to wait for the connection and for each piece of the reply
+DEFAULT_TIMEOUT = 120.0  # seconds for a whole request: the connection, the judge's thinking, the whole reply
+MAX_REPLY_BYTES = 4 * 2**20  # a score is a few bytes; Ollama's stream spends about 150 per token
 API_KEY_VARIABLE = "LLMSCRATCH_JUDGE_API_KEY"
 OPENAI_API_KEY_VARIABLE = "OPENAI_API_KEY"  # the fallback for OpenAI-compatible servers
 
@@ -53,8 +68,10 @@ def query_model(prompt, model="llama3", url=OLLAMA_CHAT_URL, *, timeout=DEFAULT_
     """The judge's reply to ``prompt``, as one string. Introduced in ch07_finetune_instructions, 7.8.
 
     The book's request to Ollama's ``/api/chat`` (a URL ending in ``/api/chat``), or, for a URL ending in
-    ``/chat/completions``, the same request in the OpenAI protocol. ``timeout`` (seconds) bounds the wait for
-    the connection and for each piece of the reply. Raises ``JudgeUnavailableError`` or ``JudgeResponseError``.
+    ``/chat/completions``, the same request in the OpenAI protocol. ``timeout`` (seconds) bounds the whole
+    request, from the connection to the reply's last byte. Raises ``JudgeUnavailableError`` or
+    ``JudgeResponseError``; a bad ``url`` or ``timeout``, or an API key that would travel unencrypted, is a
+    ``ValueError``.
     """
     if _is_openai(url):
         return _query_openai(prompt, model, url, timeout)
@@ -74,12 +91,19 @@ def query_model(prompt, model="llama3", url=OLLAMA_CHAT_URL, *, timeout=DEFAULT_
     for line in _post(url, data, model, timeout).splitlines():  # one JSON object per line
         if line.strip():
             response_json = _parse_json(line, url)
-            response_data += _field(response_json, url, "message", "content")
+            if _has_message(response_json):  # the book: if "message" in response_json (the last line has none)
+                response_data += _field(response_json, url, "message", "content")
             done = response_json.get("done") is True
     if not done:
         raise JudgeResponseError(f"The judge at {url} closed its stream before the last message "
                                  f'("done": true); the reply so far was {response_data[:60]!r}')
     return response_data
+
+
+def _has_message(response_json):
+    """Whether a line of Ollama's stream carries a piece of the reply (or an error, or is not an object: then
+    ``_field`` says what is wrong); its documented last line, ``{"done": true, ...}``, has no ``message``."""
+    return not isinstance(response_json, dict) or "message" in response_json or "error" in response_json
 
 
 def _query_openai(prompt, model, url, timeout):
@@ -142,7 +166,11 @@ def _list_models(url, model, timeout):
 
 def _is_openai(url):
     """``True`` for an OpenAI-compatible URL, ``False`` for Ollama's; anything else is a ``ValueError``."""
-    path = urlsplit(url).path.rstrip("/")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url must be an http:// or https:// URL ending in /api/chat (Ollama) or /chat/completions "
+                         f"(an OpenAI-compatible server), got {url!r}")
+    path = parts.path.rstrip("/")
     if path.endswith("/chat/completions"):
         return True
     if path.endswith("/api/chat"):
@@ -158,15 +186,33 @@ def _base(url):
 
 
 def _headers(url):
+    """The request's headers, with the API key when one is set for ``url``: never over plain http to another
+    machine (``ValueError``)."""
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-    key = os.environ.get(API_KEY_VARIABLE) or (_is_openai(url) and os.environ.get(OPENAI_API_KEY_VARIABLE))
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+    names = (API_KEY_VARIABLE, OPENAI_API_KEY_VARIABLE) if _is_openai(url) else (API_KEY_VARIABLE,)
+    name = next((name for name in names if os.environ.get(name)), None)
+    if name is None:
+        return headers
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not _is_loopback(parts.hostname):
+        raise ValueError(f"refusing to send the API key of {name} unencrypted to {parts.hostname} (a plain http:// "
+                         f"URL to another machine): use the judge's https:// URL, or unset {name} if it needs no key")
+    headers["Authorization"] = f"Bearer {os.environ[name]}"
     return headers
 
 
+def _is_loopback(host):
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _post(url, data, model, timeout):
-    """POST ``data`` as JSON; the whole reply as text (read piece by piece, each within ``timeout``)."""
+    """POST ``data`` as JSON; the whole reply as text, all of it within ``timeout`` seconds."""
     return _request("POST", url, url, model, timeout, json=data)
 
 
@@ -175,21 +221,70 @@ def _get(address, url, model, timeout):
 
 
 def _request(method, address, url, model, timeout, **kwargs):
-    """The reply's text; ``JudgeUnavailableError`` for a refused connection, a time-out or an HTTP error,
-    ``JudgeResponseError`` for a reply cut off mid-way. ``url`` (the chat URL) names the judge in messages."""
+    """The reply's text; ``JudgeUnavailableError`` for a refused connection, an HTTP error or a reply that is
+    not complete within ``timeout`` seconds (``requests``' own time-out bounds each read only, so a worker
+    thread makes the request while this one waits at most ``timeout``), ``JudgeResponseError`` for a reply
+    cut off mid-way or over ``MAX_REPLY_BYTES``. ``url`` (the chat URL) names the judge in messages."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    headers = _headers(url)
+    deadline = time.monotonic() + timeout
+    outcome = {}
+
+    def fetch():
+        try:
+            outcome["text"] = _fetch(method, address, url, model, timeout, deadline, headers=headers, **kwargs)
+        except BaseException as error:  # handed to the waiting thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=fetch, name="llmscratch-judge-request", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))  # the worker gives up by itself at its next read
+    if "error" in outcome:
+        raise outcome["error"]
+    if "text" not in outcome:
+        raise JudgeUnavailableError(_unreachable(url, model, f"no answer within {timeout:g} s"))
+    return outcome["text"]
+
+
+def _fetch(method, address, url, model, timeout, deadline, **kwargs):
+    """``_request``'s work, in its worker thread."""
     try:
-        with requests.request(method, address, headers=_headers(url), timeout=timeout, stream=True,
-                              **kwargs) as response:
+        with requests.request(method, address, timeout=timeout, stream=True, **kwargs) as response:
             if response.status_code >= 400:
-                raise JudgeUnavailableError(_http_error(response, address, url, model))
-            return b"".join(response.iter_content(chunk_size=8192)).decode("utf-8", errors="replace")
-    except requests.exceptions.ChunkedEncodingError as error:
+                raise JudgeUnavailableError(_http_error(response, _read(response, deadline), address, url, model))
+            body = _read(response, deadline)
+    except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as error:
         raise JudgeResponseError(f"The judge at {url} closed the connection in the middle of its reply "
                                  f"({_root(error)})") from None
-    except requests.RequestException as error:
-        waited = isinstance(error, requests.Timeout) or "timed out" in str(_root(error)).lower()
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        waited = isinstance(error, (requests.Timeout, urllib3.exceptions.TimeoutError))
+        waited = waited or "timed out" in str(_root(error)).lower()
         reason = f"no answer within {timeout:g} s" if waited else str(_root(error))
         raise JudgeUnavailableError(_unreachable(url, model, reason)) from None
+    if len(body) > MAX_REPLY_BYTES:
+        raise JudgeResponseError(f"The judge at {url} sent a reply of more than {MAX_REPLY_BYTES // 2**20} MiB, "
+                                 f"which is no score: check the URL and the model")
+    return body.decode("utf-8", errors="replace")
+
+
+def _read(response, deadline):
+    """The body of ``response`` as it comes, up to ``MAX_REPLY_BYTES`` + 1 bytes; ``requests.Timeout`` once
+    ``deadline`` has passed (read1: one read of the socket at a time, so a server sending a byte at a time cannot
+    hold it longer)."""
+    raw = response.raw
+    if hasattr(raw, "read1"):  # urllib3 >= 2.3
+        pieces = iter(lambda: raw.read1(65536, decode_content=True), b"")
+    else:
+        pieces = response.iter_content(chunk_size=65536)
+    body = bytearray()
+    for piece in pieces:
+        body += piece
+        if time.monotonic() > deadline:  # never a partial reply, even if the waiting thread has not said so yet
+            raise requests.Timeout("the whole reply took too long")
+        if len(body) > MAX_REPLY_BYTES:
+            break  # the caller says so
+    return bytes(body)
 
 
 def _unreachable(url, model, reason):
@@ -198,11 +293,11 @@ def _unreachable(url, model, reason):
             f"(or pass url= of an OpenAI-compatible server, .../v1/chat/completions).")
 
 
-def _http_error(response, address, url, model):
-    """One line for an HTTP error, with the server's own ``error`` message when it sent one."""
+def _http_error(response, body, address, url, model):
+    """One line for an HTTP error, with the server's own ``error`` message when its ``body`` has one."""
     detail = ""
     try:
-        detail = response.json().get("error", "")
+        detail = json.loads(body).get("error", "")
         detail = detail.get("message", "") if isinstance(detail, dict) else str(detail)
     except (ValueError, AttributeError):
         pass
