@@ -91,6 +91,7 @@ def test_notebook_opens_with_the_roadmap_of_its_chapter(path):
     cell = load_notebook(path)["cells"][2]
     assert cell["cell_type"] == "code", "cell 3 (after the title and the collapsed setup) shows the course roadmap"
     assert diagram_calls(cell_source(cell)) == [("show_roadmap", chapter_of(path))]
+    assert cell["metadata"].get("jupyter", {}).get("source_hidden"), "the roadmap's code is collapsed: the picture shows"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
