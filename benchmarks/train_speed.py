@@ -4,11 +4,13 @@ Introduced in ch05_pretraining (beyond the book). Both paths train the same GPT 
 256, batch 2, AdamW lr 4e-4, weight decay 0.1, on the-verdict's training split: chapter 5) from the same weights
 (seed 123) on the same batches with the same dropout masks, their steps alternating. The book's path: scratch
 attention, fp32, ``calc_loss_batch``, PyTorch's default AdamW, eager. The fast path, chosen up front (``--fast-path``):
-SDPA attention, ``AdamW(fused=True)``, bf16 autocast where it helps (always on CUDA; on the CPU if a measured bf16
-matmul beats fp32), and ``compiled`` (``torch.compile``; the compiling step is not timed) or ``eager``; ``auto``
-(default) is ``compiled`` where torch.compile works, else ``eager``, and says which. Prints ms/step, tokens/s and
-MFU (against a matmul peak measured now), a learning check (the loss curves must agree) and, last,
-``speedup: N.NNx (fast path 'NAME' over the book's)``.
+SDPA attention, ``AdamW(fused=True)``, mixed precision as ``llmscratch.precision.choose_training_precision`` picks it
+(``--precision auto``: bf16 autocast on a GPU with native bf16, fp16 autocast with a GradScaler on one without, such
+as Colab's T4; on the CPU bf16 if a measured bf16 matmul beats fp32, else fp32), and ``compiled``
+(``torch.compile``; the compiling step is not timed) or ``eager``; ``auto`` (default) is ``compiled`` where
+torch.compile works, else ``eager``, and says which. Prints ms/step, tokens/s and MFU (against a matmul peak
+measured now), a learning check (the loss curves must agree) and, last, ``speedup: N.NNx (fast path 'NAME' over
+the book's)``.
 
     python benchmarks/train_speed.py                      # 124M, 256 tokens, batch 2, 2 warmup + 8 steps
     python benchmarks/train_speed.py --config tiny --context-length 32 --steps 2   # a quick check that it runs
@@ -32,6 +34,7 @@ import torch
 from llmscratch.benchmarking import busy_machine_note, machine_label, synchronize, time_call
 from llmscratch.data import get_data
 from llmscratch.gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel
+from llmscratch.precision import TRAINING_MODES, TrainingPrecision, choose_dtype, choose_training_precision
 from llmscratch.pretraining import calc_loss_batch, create_train_val_loaders
 from llmscratch.settings import SettingsError, get_settings, resolve_device
 
@@ -40,29 +43,13 @@ CONFIGS = {**GPT2_CONFIGS, "tiny": GPT_CONFIG_TINY}
 COMPILE_MODES = {"default": 1, "reduce-overhead": 3, "max-autotune": 3, "max-autotune-no-cudagraphs": 1}
 SEED = 123  # the book's seed, for the weights and the loader's shuffle
 FP32_TOL = 1e-3  # max |loss difference| when the fast path computes in fp32 with the book's dropout masks
-LOOSE_TOL = 0.1  # ... when it uses bf16 or draws its own dropout masks
+LOOSE_TOL = 0.1  # ... when it uses bf16/fp16 autocast or draws its own dropout masks
 
 
 def matmul_tflops(device, dtype, m, k, n, repeats=5) -> float:
     """TFLOP/s of an (m, k) @ (k, n) matmul: the median of ``repeats`` timed calls after one untimed call."""
     a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
     return 2 * m * k * n / time_call(lambda: a @ b, repeats=repeats, device=device) / 1e12
-
-
-def choose_bf16(mode: str, device: torch.device, emb_dim: int) -> tuple[bool, str]:
-    """Whether the fast path runs under bf16 autocast, and why."""
-    if mode != "auto":
-        return mode == "on", f"--bf16 {mode}"
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        return native, "CUDA GPU with native bf16: always on" if native else "this GPU has no native bf16"
-    if device.type != "cpu":
-        return False, f"not measured on {device.type}; try --bf16 on"
-    m, k, n = 128, emb_dim, 4 * emb_dim  # one of the feed forward's matmuls, 128 rows
-    fp32, bf16 = (matmul_tflops(device, dtype, m, k, n, repeats=3) for dtype in (torch.float32, torch.bfloat16))
-    use = bf16 >= 1.1 * fp32
-    return use, (f"measured a {m}x{k} @ {k}x{n} matmul: fp32 {fp32 * 1e3:.1f} GFLOP/s, bf16 {bf16 * 1e3:.2f} "
-                 f"GFLOP/s ({'bf16' if use else 'fp32'} is faster)")
 
 
 def choose_fast_path(mode: str, device) -> tuple[str, str]:
@@ -86,6 +73,7 @@ class TrainPath:
     optimizer: torch.optim.Optimizer
     loss_fn: Callable  # (input_batch, target_batch) -> scalar loss
     exact: bool = True  # fp32 with the book's dropout masks: the tight learning check applies
+    scaler: object = None  # a GradScaler (fp16 autocast), else None
     losses: list = field(default_factory=list)
     step_s: list = field(default_factory=list)  # (forward + backward, optimizer) seconds of the measured steps
 
@@ -93,7 +81,7 @@ class TrainPath:
         return 1e3 * statistics.median(sum(s) if part is None else s[part] for s in self.step_s)
 
 
-def build_paths(cfg, device, args, bf16) -> tuple[TrainPath, TrainPath]:
+def build_paths(cfg, device, args, precision: TrainingPrecision) -> tuple[TrainPath, TrainPath]:
     """The book's path and the fast path named by args.fast_path, with the same initial weights (seed 123)."""
     torch.manual_seed(SEED)
     book_model = GPTModel({**cfg, "attn_impl": "scratch"}).to(device).train()
@@ -109,7 +97,7 @@ def build_paths(cfg, device, args, bf16) -> tuple[TrainPath, TrainPath]:
         opt, kind = torch.optim.AdamW(fast_model.parameters(), lr=4e-4, weight_decay=0.1, foreach=True), "foreach"
 
     def loss_fn(x, y):  # the same calc_loss_batch; autocast computes the cross-entropy in fp32
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with precision.autocast():
             return calc_loss_batch(x, y, fast_model, device)
 
     same_masks = device.type == "cpu"  # CUDA's SDPA kernels draw their own dropout masks
@@ -122,8 +110,9 @@ def build_paths(cfg, device, args, bf16) -> tuple[TrainPath, TrainPath]:
         loss_fn = torch.compile(loss_fn, options=options)
         rng = "eager dropout RNG" if same_masks else "Inductor's dropout RNG"
         mode = f"torch.compile({args.compile_mode}, {rng})"
-    fast = TrainPath(args.fast_path, f"attn=sdpa, {'bf16 autocast' if bf16 else 'fp32'}, AdamW({kind}), {mode}",
-                     fast_model, opt, loss_fn, exact=same_masks and not bf16)
+    fast = TrainPath(args.fast_path, f"attn=sdpa, {precision.label}, AdamW({kind}), {mode}", fast_model, opt,
+                     loss_fn, exact=same_masks and precision.autocast_dtype is None,
+                     scaler=precision.grad_scaler() if precision.use_grad_scaler else None)
     return book, fast
 
 
@@ -134,10 +123,14 @@ def train_step(path: TrainPath, x, y, seed, device) -> tuple[float, float, float
     t0 = time.perf_counter()
     path.optimizer.zero_grad(set_to_none=True)
     loss = path.loss_fn(x, y)
-    loss.backward()
+    (loss if path.scaler is None else path.scaler.scale(loss)).backward()
     synchronize(device)
     t1 = time.perf_counter()
-    path.optimizer.step()
+    if path.scaler is None:
+        path.optimizer.step()
+    else:  # fp16: unscale, skip the step if a gradient overflowed, adapt the scale
+        path.scaler.step(path.optimizer)
+        path.scaler.update()
     synchronize(device)
     return loss.item(), t1 - t0, time.perf_counter() - t1
 
@@ -173,7 +166,7 @@ def learning_check(book: TrainPath, fast: TrainPath) -> tuple[bool, str]:
     for p in (book, fast):
         curve = " ".join(f"{v:.3f}" for v in p.losses)
         lines.append(f"  {p.name:<8} loss {p.losses[0]:.4f} -> {p.losses[-1]:.4f}  [{curve}]")
-    why = "fp32, same dropout masks" if fast.exact else "bf16 or own dropout masks"
+    why = "fp32, same dropout masks" if fast.exact else "mixed precision or own dropout masks"
     lines.append(f"  max |loss - book's| = {diff:.2e} (tolerance {tol}: {why}) {'OK' if ok else 'MISMATCH'}")
     lines += [] if ok else ["learning check FAILED: the fast path does not train like the book's"]
     return ok, "\n".join(lines)
@@ -190,7 +183,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per path first (at least 1 when compiled)")
     p.add_argument("--fast-path", default="auto", choices=["auto", "compiled", "eager"], help="see above")
     p.add_argument("--compile-mode", default="default", choices=list(COMPILE_MODES), help="torch.compile's mode")
-    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"], help="auto: see above")
+    p.add_argument("--precision", default="auto", choices=list(TRAINING_MODES), help="the fast path's; auto: see above")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)",
                    default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     args = p.parse_args(argv)
@@ -220,10 +213,10 @@ def main(argv=None) -> int:
         args.warmup = max(args.warmup, COMPILE_MODES[args.compile_mode])
     print(f"fast:    '{args.fast_path}' ({why}); {args.warmup} warmup + {args.steps} measured steps per path, "
           "alternating")
-    bf16, why = choose_bf16(args.bf16, device, cfg["emb_dim"])
-    print(f"bf16:    {'on' if bf16 else 'off'} for the fast path: {why}")
+    precision = choose_training_precision(device, args.precision, cpu_probe=(128, cfg["emb_dim"], 4 * cfg["emb_dim"]))
+    print(f"precision: {precision.label} for the fast path ({precision.reason})")
     batches = get_batches(args.batch_size, args.context_length, args.warmup + args.steps, device)
-    book, fast = build_paths(cfg, device, args, bf16)
+    book, fast = build_paths(cfg, device, args, precision)
 
     first_step_s = 0.0
     for i, (x, y) in enumerate(batches):
@@ -239,7 +232,7 @@ def main(argv=None) -> int:
 
     if fast.name == "compiled":
         print(f"compile: {first_step_s - fast.median_ms() / 1e3:.1f} s (the first step minus a steady one; not timed)")
-    peak_dtype = torch.bfloat16 if (bf16 or device.type == "cuda") else torch.float32
+    peak_dtype = precision.autocast_dtype or (choose_dtype(device).dtype if device.type == "cuda" else torch.float32)
     size = 8192 if device.type == "cuda" else 1024
     peak = matmul_tflops(device, peak_dtype, size, size, size)
     fpt = flops_per_token(book.model, cfg)

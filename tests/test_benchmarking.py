@@ -16,6 +16,7 @@ import torch
 
 from llmscratch import benchmarking
 from llmscratch.gpt import GPT_CONFIG_TINY
+from llmscratch.precision import choose_training_precision
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 CFG = {**GPT_CONFIG_TINY, "context_length": 16}  # the package's tiny GPT, 16 positions
@@ -137,7 +138,7 @@ def test_train_speed_learning_check_on_a_tiny_gpt(monkeypatch, capsys):
 
     monkeypatch.setattr(script, "train_step", recording_step)
     code = script.main(["--config", "tiny", "--context-length", "16", "--steps", "2", "--warmup", "1",
-                        "--fast-path", "eager", "--bf16", "off", "--threads", "1"])
+                        "--fast-path", "eager", "--precision", "fp32", "--threads", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert order == ["book", "eager", "eager", "book", "book", "eager"]  # same batches, alternating who goes first
@@ -152,7 +153,7 @@ def test_train_speed_paths_share_weights_and_the_package_loss(monkeypatch):
     seen = []
     monkeypatch.setattr(script, "calc_loss_batch", lambda x, y, model, device: seen.append(model) or torch.zeros(()))
     args = script.parse_args(["--config", "tiny", "--fast-path", "eager"])
-    book, fast = script.build_paths(CFG, args.device, args, bf16=False)
+    book, fast = script.build_paths(CFG, args.device, args, choose_training_precision("cpu", "fp32"))
     x = torch.zeros(1, 4, dtype=torch.long)
     book.loss_fn(x, x)
     fast.loss_fn(x, x)
@@ -174,7 +175,7 @@ def test_train_speed_learning_check_verdicts():
     assert script.learning_check(book, path("eager", [10.0, 9.0, 8.0005]))[0]
     ok, report = script.learning_check(book, path("eager", [10.0, 9.0, 8.01]))
     assert not ok and "MISMATCH" in report and "FAILED" in report
-    assert script.learning_check(book, path("compiled", [10.0, 9.0, 8.05], exact=False))[0]  # bf16: looser
+    assert script.learning_check(book, path("compiled", [10.0, 9.0, 8.05], exact=False))[0]  # mixed precision: looser
     assert not script.learning_check(book, path("compiled", [10.0, float("nan"), 8.0], exact=False))[0]
 
 

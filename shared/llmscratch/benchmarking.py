@@ -21,6 +21,7 @@ from .attention import MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAtte
 from .gpt import GPT_CONFIG_124M, GPTModel, generate_text_simple
 from .gpt2_weights import gpt_to_hf_state_dict
 from .kv_cache import generate_text_cached
+from .precision import benchmark_dtypes
 from .settings import resolve_device
 
 # tiktoken's ids for "Hello, I am": used when tiktoken's vocabulary cannot be loaded (offline, no cache).
@@ -100,8 +101,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def compare_attention(batch_size: int = 8, num_tokens: int = 1024, d_model: int = 768, num_heads: int = 12, *,
-                      device="cpu", dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16),
-                      repeats: int = 3):
+                      device="cpu", dtypes: Sequence[torch.dtype] | None = None, repeats: int = 3):
     """Forward time of the three multi-head attentions on a (batch_size, num_tokens, d_model) input.
 
     Introduced in ch03_attention (fast path). Compares the book's ``MultiHeadAttentionWrapper`` (``num_heads``
@@ -111,10 +111,20 @@ def compare_attention(batch_size: int = 8, num_tokens: int = 1024, d_model: int 
     dtype: ``ms`` (median), ``speedup`` (``MultiHeadAttention``'s time over this one's, same dtype) and
     ``max_abs_diff`` (largest difference from ``MultiHeadAttention``'s output; empty for the wrapper, whose
     weights differ).
+
+    ``dtypes=None`` (the default): float32 and the low-precision dtype that ``llmscratch.precision.choose_dtype``
+    picks for ``device``: bfloat16 on the CPU and on GPUs with native bfloat16, float16 on a GPU without it
+    (Colab's T4). Off the CPU the choice and its reason are printed (one line); the reason is also in
+    ``table.attrs["precision"]``.
     """
     import pandas as pd
 
     device = _device(device)
+    reason = "dtypes as given"
+    if dtypes is None:
+        dtypes, reason = benchmark_dtypes(device)
+        if device.type != "cpu":  # on the CPU the bfloat16 rows are the notebook's stored, explained output
+            print(f"low precision: {reason}")
     torch.manual_seed(123)
     head_dim = d_model // num_heads
     modules = {
@@ -150,7 +160,9 @@ def compare_attention(batch_size: int = 8, num_tokens: int = 1024, d_model: int 
                 "max_abs_diff": diff,
             })
         del outputs, converted
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["precision"] = reason
+    return table
 
 
 def _encode(prompt) -> list[int]:
