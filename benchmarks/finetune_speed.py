@@ -8,7 +8,7 @@ shape (8 texts of 120 tokens):
 - last-block: chapter 6's setup: all frozen, then the new head, the last transformer block and the final norm
   trainable (7,090,946 parameters at 124M);
 - full: every parameter trainable (exercise 6.2; 124,441,346);
-- lora: all frozen, then ``replace_linear_with_lora(model, rank=16, alpha=16)`` (appendix E; 2,666,528).
+- lora: all frozen, then ``replace_linear_with_lora(model, rank=16, alpha=16)`` (appendix E, ``add_lora``; 2,666,528).
 
 Each path has its own copy of the same weights (seed 123), the book's ``AdamW(lr=5e-5, weight_decay=0.1)`` and
 chapter 6's loss (cross-entropy of the last token's logits). A step is zero_grad + forward + loss + backward +
@@ -39,7 +39,7 @@ from llmscratch.benchmarking import busy_machine_note, machine_label, time_call
 from llmscratch.classification import calc_loss_batch
 from llmscratch.classifier import prepare_classifier
 from llmscratch.gpt import GPT_CONFIG_124M, GPT_CONFIG_TINY, GPTModel
-from llmscratch.lora import replace_linear_with_lora
+from llmscratch.lora import add_lora
 from llmscratch.settings import SettingsError, resolve_device
 
 PATHS = ("last-block", "full", "lora")
@@ -69,10 +69,7 @@ def prepare(path, model):
     torch.manual_seed(SEED)
     if path == "lora":  # appendix E: everything frozen, the new head included, then the adapters
         prepare_classifier(model, NUM_CLASSES, trainable_layers="none")
-        for param in model.parameters():
-            param.requires_grad = False
-        replace_linear_with_lora(model, rank=LORA_RANK, alpha=LORA_ALPHA)
-        return model
+        return add_lora(model, rank=LORA_RANK, alpha=LORA_ALPHA)
     return prepare_classifier(model, NUM_CLASSES, trainable_layers="all" if path == "full" else "last_block")
 
 

@@ -20,21 +20,20 @@ loop's time over the batched path's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import _clone  # noqa: F401  (first: this clone's llmscratch)
 import torch
 from tqdm.auto import tqdm
 
-from llmscratch import generate, get_data, text_to_token_ids, token_ids_to_text
+from llmscratch import generate, text_to_token_ids, token_ids_to_text
 from llmscratch.batched_generation import DEFAULT_BATCH_SIZE, generate_batched, response_text
 from llmscratch.benchmarking import busy_machine_note, machine_label, synchronize
 from llmscratch.bpe_gpt2 import GPT2_ENDOFTEXT_ID
 from llmscratch.gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel
 from llmscratch.instruction import format_input
+from llmscratch.instruction_data import load_instruction_data, split_instruction_data
 from llmscratch.settings import SettingsError, get_settings, resolve_device
 
 CONFIGS = {**GPT2_CONFIGS, "tiny": GPT_CONFIG_TINY}
@@ -43,10 +42,8 @@ MAX_LISTED = 10  # differing prompts listed one by one
 
 def book_test_split():
     """The book's test split of the instruction data (ch07, 7.2): 110 of the 1,100 entries."""
-    data = json.loads(Path(get_data("instruction-data")).read_text(encoding="utf-8"))
-    train_portion = int(len(data) * 0.85)  # 85% for training
-    test_portion = int(len(data) * 0.1)  # 10% for testing
-    return data[train_portion:train_portion + test_portion]
+    _, _, test_data = split_instruction_data(load_instruction_data())
+    return test_data
 
 
 def book_loop(model, tokenizer, entries, max_new_tokens, context_size, device, progress):

@@ -304,3 +304,54 @@ def test_tiny_gpt_learns_spam_from_scratch(loaders, capsys):
     test_accuracy = calc_accuracy_loader(test_loader, model, "cpu")
     print(f"test accuracy {test_accuracy:.2%} after {time.perf_counter() - start:.0f} s")
     assert test_accuracy >= 0.90, capsys.readouterr().out
+
+
+# --- issue 20: <|endoftext|> in a message, misuse of classify_review -----------------------------------------------
+
+
+def test_endoftext_in_a_message_is_the_special_token(tmp_path, tokenizer):
+    """A message quoting <|endoftext|> used to crash inside tiktoken (loaders, classify_review)."""
+    from llmscratch.gpt2_tokenizer import gpt2_tokenizer
+
+    text = "Free entry <|endoftext|> win a prize"
+    pd.DataFrame({"Label": [1, 0], "Text": [text, "see you at lunch"]}).to_csv(tmp_path / "t.csv", index=None)
+    (loader,) = create_spam_loaders([tmp_path / "t.csv"], tokenizer, batch_size=2)
+    expected_ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})  # as text_to_token_ids encodes
+    assert 50256 in expected_ids and loader.dataset.encoded_texts[0][:len(expected_ids)] == expected_ids
+    model = prepare_classifier(GPTModel(SMALL_CONFIG)).eval()
+    padded = expected_ids + [50256] * (16 - len(expected_ids))
+    with torch.no_grad():
+        label = int(model(torch.tensor([padded]))[0, -1].argmax())
+    assert classify_review(text, model, gpt2_tokenizer(), "cpu", max_length=16) == ("spam" if label else "not spam")
+    with pytest.raises(ValueError, match=r"pass llmscratch.gpt2_tokenizer.gpt2_tokenizer\(\)"):
+        classify_review(text, model, tokenizer, "cpu", max_length=16)  # tiktoken's own encode refuses it
+
+
+def test_classify_review_refuses_an_empty_text_and_a_model_without_a_classifier_head(tokenizer):
+    model = prepare_classifier(GPTModel(SMALL_CONFIG)).eval()
+    for text in ("", "   "):
+        with pytest.raises(ValueError, match="text must be a non-empty message"):
+            classify_review(text, model, tokenizer, "cpu", max_length=8)
+    with pytest.raises(ValueError, match=r"out_head has \d+ outputs, not the 2 classes .*prepare_classifier"):
+        classify_review("Hello", GPTModel(SMALL_CONFIG).eval(), tokenizer, "cpu", max_length=8)
+
+
+def test_classify_review_gives_the_trained_classifiers_answers(tmp_path, tokenizer):
+    """A classifier overfit (deterministically, on the CPU) on four messages answers each of them right."""
+    texts = {"WINNER!! Claim your free cash prize now, call 09061701461": "spam",
+             "URGENT! You have won a 1 week FREE membership, text WIN to 87121": "spam",
+             "Ok lar, see you at home tonight": "not spam",
+             "I'll call you later when I leave the office": "not spam"}
+    frame = pd.DataFrame({"Label": [int(a == "spam") for a in texts.values()], "Text": list(texts)})
+    frame.to_csv(tmp_path / "four.csv", index=None)
+    torch.manual_seed(123)
+    (loader,) = create_spam_loaders([tmp_path / "four.csv"], tokenizer, batch_size=4)
+    model, optimizer = small_classifier(drop_rate=0.0)
+    for _ in range(100):
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            calc_loss_batch(inputs, targets, model, "cpu").backward()
+            optimizer.step()
+    answers = {text: classify_review(text, model, tokenizer, "cpu", max_length=loader.dataset.max_length)
+               for text in texts}
+    assert answers == texts

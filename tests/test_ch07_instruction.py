@@ -314,3 +314,29 @@ def test_bad_input_raises_clear_value_errors(data, splits, tokenizer):
         model_size_of("gpt2 (124M)")
     with pytest.raises(ValueError, match="start with input_text"):
         extract_response("Something else", format_input(data[0]))
+
+
+# --- issue 20: <|endoftext|> in an entry, entries that are not text --------------------------------------------
+
+
+def test_endoftext_in_an_entry_is_the_special_token(tokenizer):
+    from llmscratch.gpt2_tokenizer import gpt2_tokenizer
+    from llmscratch.instruction import InstructionDataset, format_input
+    from llmscratch.instruction_data import create_instruction_loaders
+
+    entries = [{"instruction": "What ends a text in GPT-2?", "input": "", "output": "The token <|endoftext|>."}] * 3
+    full = format_input(entries[0]) + "\n\n### Response:\n" + entries[0]["output"]
+    expected = tokenizer.encode(full, allowed_special={"<|endoftext|>"})
+    assert InstructionDataset(entries, gpt2_tokenizer())[0] == expected
+    train_loader, _, _ = create_instruction_loaders(entries, entries[:1], entries[:1], tokenizer, batch_size=2)
+    assert train_loader.dataset[0] == expected  # the package's loaders accept tiktoken's own tokenizer too
+    with pytest.raises(ValueError, match=r"pass llmscratch.gpt2_tokenizer.gpt2_tokenizer\(\)"):
+        InstructionDataset(entries, tokenizer)
+
+
+def test_instruction_dataset_refuses_fields_that_are_not_text(tokenizer):
+    from llmscratch.instruction import InstructionDataset
+
+    entry = {"instruction": "Name a color.", "input": None, "output": "Blue."}
+    with pytest.raises(ValueError, match="entry 0 of data: 'input' is None, not a text"):
+        InstructionDataset([entry], tokenizer)

@@ -212,17 +212,23 @@ def test_resume_of_a_complete_run_leaves_every_file_alone(main, trained):
 
 
 def test_stale_temp_file_is_removed_by_the_next_run(main, tmp_path):
+    """Issue 20, bug 8: a run killed (SIGKILL) while saving leaves its hidden temporary file; a rerun within a
+    minute holds the lock, so nobody else writes the run's own files: it removes theirs whatever their age. A
+    fresh temporary file of another name (e.g. a scores file that evaluate is writing) stays."""
     run = tmp_path / "run"
     run.mkdir()
     stale, fresh = run / ".checkpoint.pt.abcd1234.tmp", run / ".checkpoint.pt.efgh5678.tmp"
+    other = run / ".notes-scores.json.ijkl9012.tmp"
     stale.write_bytes(b"half a checkpoint of a killed run")
-    fresh.write_bytes(b"a save in progress")
+    fresh.write_bytes(b"half a checkpoint of a run killed a second ago")
+    other.write_bytes(b"a save of another command in progress")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     # The clean-up comes right after the lock, before anything else: even a run that then stops removes it
     result = main("pretrain", "--tiny", "--data", "short.txt", "--out", "run")
     assert result.returncode == 2 and "too short" in result.stderr
     assert f"removed {Path('run', stale.name)}, left by a run that was killed" in result.stderr
-    assert not stale.exists() and fresh.exists()
+    assert f"removed {Path('run', fresh.name)}, left by a run that was killed" in result.stderr
+    assert not stale.exists() and not fresh.exists() and other.exists()
 
 
 # --- the general rule: one line, exit 2, before the work ----------------------------------------------------

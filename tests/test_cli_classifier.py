@@ -155,11 +155,11 @@ def test_lora_trains_only_the_adapters(lora_run):
     run = cwd / "run"
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["base"] == "tiny from scratch"  # LLMSCRATCH_SMOKE=1 without a model option
-    assert metrics["lora"] == {"rank": 2, "alpha": 4.0} and metrics["trainable_layers"] is None
+    assert metrics["lora"] == {"rank": 2, "alpha": 4.0, "scaling": "book"} and metrics["trainable_layers"] is None
     # rank x (in + out) per linear layer: per block 4 x (64 + 64) in attention and (64 + 256) + (256 + 64) in the
     # feed forward, two blocks, plus the head's (64 + 2); the head's own weights stay frozen, as in appendix E
     assert metrics["trainable_parameters"] == 2 * (2 * (4 * 128 + 2 * 320) + 66) == 4_740
-    assert "LoRA rank 2, alpha 4: 4,740 trainable parameters" in result.stderr
+    assert "LoRA rank 2, alpha 4, book scaling: 4,740 trainable parameters" in result.stderr
     model, _ = load_classifier(run / "classifier.pt")  # merged: a plain GPTModel
     fresh = fresh_tiny_model()
     assert torch.equal(model.tok_emb.weight, fresh.tok_emb.weight)  # frozen
@@ -168,8 +168,12 @@ def test_lora_trains_only_the_adapters(lora_run):
 
 
 def test_classify_a_lora_classifier(main, lora_run):
-    result = main("classify", "--checkpoint", str(lora_run[0] / "run" / "classifier.pt"), SPAM_TEXT)
-    assert result.returncode == 0 and result.stdout.strip() in CLASS_NAMES, result.stderr
+    checkpoint = lora_run[0] / "run" / "classifier.pt"
+    model, info = load_classifier(checkpoint)
+    result = main("classify", "--checkpoint", str(checkpoint), SPAM_TEXT)
+    assert result.returncode == 0, result.stderr
+    expected = classify_review(SPAM_TEXT, model, tiktoken.get_encoding("gpt2"), "cpu", max_length=info["max_length"])
+    assert result.stdout == expected + "\n"  # the merged model's own answer
 
 
 def test_gpt2_base_trains_the_last_block_at_the_books_rate(main, tmp_path, monkeypatch):
@@ -272,7 +276,7 @@ def test_ctrl_c_while_training_exits_130_and_unlocks(main, tmp_path, monkeypatch
 
     monkeypatch.setattr(cli_classifier, "train_classifier_resumable", interrupted)
     result = main("finetune-classifier", "--tiny", "--out", "run")
-    assert result.returncode == 130 and result.stderr.endswith("interrupted: no classifier was saved\n")
+    assert result.returncode == 130 and result.stderr.endswith("interrupted: no model was saved\n")
     assert list((tmp_path / "run").iterdir()) == []  # no classifier, no lock left
 
 

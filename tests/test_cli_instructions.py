@@ -22,7 +22,7 @@ from test_cli import assert_one_line_error, files_of, run_cli
 from test_cli_classifier import call_main, write_other_files
 from test_judge import ENTRIES, SERVER_ERROR, closed_port_url
 
-from llmscratch import cli_instructions, instruction_run
+from llmscratch import cli_instruction_finetune, cli_instructions, instruction_run
 from llmscratch.gpt import GPTModel
 from llmscratch.instruction import INSTRUCTION_KEYS
 from llmscratch.instruction_data import load_instruction_data
@@ -130,10 +130,10 @@ def test_phi3_prompt_masking_and_lora(variant_run, tokenizer):
     run = cwd / "run"
     # rank x (in + out) per linear layer: per block 4 x (64 + 64) in attention and (64 + 256) + (256 + 64) in the
     # feed forward, two blocks, plus the output head's (64 + 50,257)
-    assert "LoRA rank 2, alpha 4: 105,250 trainable parameters) on 10 entries" in result.stderr
+    assert "LoRA rank 2, alpha 4, book scaling: 105,250 trainable parameters) on 10 entries" in result.stderr
     assert "prompt style phi3, prompt tokens masked" in result.stderr and "<|user|>" in result.stderr
     model, info = load_instruction_model(run / "instruction_model.pt")
-    assert (info["prompt_style"], info["mask_instructions"], info["lora"]) == ("phi3", True, {"rank": 2, "alpha": 4.0})
+    assert (info["prompt_style"], info["mask_instructions"], info["lora"]) == ("phi3", True, {"rank": 2, "alpha": 4.0, "scaling": "book"})
     assert info["data"] == str((cwd / "mine.json").resolve()) and info["entries"] == {"train": 10, "val": 1, "test": 1}
     assert not any(isinstance(module, LinearWithLoRA) for module in model.modules())  # merged: a plain GPTModel
     fresh = fresh_tiny_model()
@@ -414,9 +414,9 @@ def test_ctrl_c_while_training_exits_130_and_unlocks(main, tmp_path, monkeypatch
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_instructions, "train_model_simple", interrupted)
+    monkeypatch.setattr(cli_instruction_finetune, "train_model_resumable", interrupted)
     result = main("finetune-instructions", "--tiny", "--limit", "10", "--out", "run")
-    assert result.returncode == 130 and result.stderr.endswith("interrupted: every file written so far is complete\n")
+    assert result.returncode == 130 and result.stderr.endswith("interrupted: no model was saved\n")
     assert list((tmp_path / "run").iterdir()) == []  # no model, no lock left
 
 

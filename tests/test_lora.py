@@ -161,7 +161,8 @@ def test_merge_lora_in_place_and_of_a_layer_wrapped_twice():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
     replace_linear_with_lora(net, rank=2, alpha=3)
-    replace_linear_with_lora(net, rank=1, alpha=0.5)  # the book's function wraps the wrapper's linear again
+    for i in (0, 2):  # a wrapper wrapped again, by hand (replace_linear_with_lora refuses a wrapped model)
+        net[i].linear = LinearWithLoRA(net[i].linear, rank=1, alpha=0.5)
     perturb_adapters(net)
     x = torch.randn(6, 5)
     with torch.no_grad():
@@ -323,3 +324,52 @@ def test_finetune_speed_bad_arguments_are_one_line():
         with pytest.raises(SystemExit) as raised:
             script.parse_args(argv)
         assert raised.value.code not in (0, None)
+
+
+# --- issue 20: a tied head, wrapping twice, the two scales ---------------------------------------------------
+
+def test_merge_lora_leaves_a_tied_embedding_unchanged():
+    """GPT-2 as load_pretrained_gpt2 loads it shares one tensor between out_head and tok_emb: merging the head's
+    adapter must not add it to the embedding too, and the merged model gives the LoRA model's logits."""
+    torch.manual_seed(123)
+    model = GPTModel(CFG).eval()
+    model.out_head.weight = model.tok_emb.weight  # tied
+    embedding = model.tok_emb.weight.detach().clone()
+    perturb_adapters(replace_linear_with_lora(model, RANK, ALPHA) or model)
+    idx = prompt(length=12)
+    with torch.no_grad():
+        expected = model(idx)
+        merge_lora(model)
+        assert torch.equal(model.tok_emb.weight, embedding)
+        torch.testing.assert_close(model(idx), expected, atol=1e-5, rtol=0)
+
+
+def test_replace_linear_with_lora_twice_is_refused():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    replace_linear_with_lora(net, rank=2, alpha=2)
+    with pytest.raises(ValueError, match="already holds LinearWithLoRA layers: .* call it once"):
+        replace_linear_with_lora(net, rank=2, alpha=2)
+    assert type(net[0].linear) is torch.nn.Linear  # not wrapped again
+
+
+def test_the_two_scales_of_the_update():
+    """The printed book: alpha * (x @ A @ B); the book's repository ("Add LoRA scaling"): (alpha / rank) * ...."""
+    from llmscratch.lora import add_lora, lora_alpha
+
+    assert lora_alpha(16, 16, "book") == 16 and lora_alpha(16, 16, "rank") == 1.0
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        lora_alpha(16, 16, "paper")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 5)
+    x = torch.randn(3, 6)
+    updates = {}
+    for scaling in ("book", "rank"):
+        torch.manual_seed(1)  # the same A for both
+        net = perturb_adapters(add_lora(torch.nn.Sequential(copy.deepcopy(linear)), 4, 8.0, scaling))
+        assert not any(p.requires_grad for p in net[0].linear.parameters())  # frozen, then wrapped
+        assert net[0].lora.A.requires_grad and net[0].lora.B.requires_grad
+        with torch.no_grad():
+            updates[scaling] = net(x) - linear(x)
+            lora = net[0].lora
+            torch.testing.assert_close(updates[scaling], lora.alpha * (x @ lora.A @ lora.B))
+    torch.testing.assert_close(updates["rank"] * 4, updates["book"])  # 4 = the rank

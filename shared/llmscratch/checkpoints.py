@@ -19,6 +19,7 @@ Ctrl+C), the final name holds either the previous checkpoint or the new one, nev
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 
 import torch
@@ -150,12 +151,21 @@ def _torch_load(path, map_location, what):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated/corrupt file, not a torch file, or refused by weights_only
-        if "weights_only" in str(error).lower() or "weights only" in str(error).lower():
+        if not zipfile.is_zipfile(path) and not _starts_like_a_pickle(path):
+            reason = "its bytes are not a file of torch.save: neither a zip archive nor a pickle"
+        elif "weights_only" in str(error).lower() or "weights only" in str(error).lower():
             reason = "it holds Python objects other than tensors and plain values, which are not loaded for safety"
         else:
             first_line = str(error).splitlines()[0] if str(error) else ""
             reason = f"torch.load failed: {type(error).__name__}: {first_line}"
         raise ValueError(f"{path} is not a {what} ({reason})") from None
+
+
+def _starts_like_a_pickle(path):
+    """A pickle (torch.save's legacy format) starts with the PROTO opcode 0x80 and a protocol number."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 1 <= head[1] <= 5
 
 
 def _check_version(path, payload):
@@ -191,6 +201,18 @@ def load_model_state(path, map_location="cpu"):
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise ValueError(f"{path} holds a {type(payload).__name__}, not a state dict of tensors nor a checkpoint")
     return payload, config if isinstance(config, dict) else None
+
+
+# What each ``training_state["kind"]`` of the package's files is, for messages that name what a file holds
+KIND_DESCRIPTIONS = {None: "a pretraining checkpoint (no classification head)",
+                     "classifier": "a spam classifier of finetune-classifier (use classify, or load_classifier)",
+                     "instruction-model": "an instruction model of finetune-instructions (use chat, or "
+                                          "load_instruction_model)"}
+
+
+def describe_kind(kind):
+    """What a checkpoint of ``kind`` holds, in words (ch06_finetune_classification)."""
+    return KIND_DESCRIPTIONS.get(kind, f"a checkpoint of kind {kind!r}")
 
 
 def read_training_state(path, *, config=None):

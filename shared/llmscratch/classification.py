@@ -2,7 +2,9 @@
 training loop, the plots and ``classify_review``.
 
 Introduced in ch06_finetune_classification. The functions and the class with the book's names are the book's
-listings (a call to a checking helper at the top is the only addition), with two options the exercises need:
+listings with a call to a checking helper at the top, and two options the exercises need (below).
+``plot_values`` differs more: Portuguese labels, a 5 x 3 in figure returned (closed) instead of shown and saved
+as a PDF. The options:
 
 - ``token_position="last"`` (keyword-only, the book's choice) or ``"first"``: which token's logits classify
   (exercise 6.3);
@@ -23,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
+from .gpt2_tokenizer import _check_endoftext
 from .pretraining import _check_num_batches, _check_training_args
 
 # Which token's logits classify a text: the last one sees the whole text (causal attention), the first one only
@@ -354,8 +357,18 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
 # --- using the classifier (6.8) ------------------------------------------------------------------------------------
 
 
-def _check_review_args(model, max_length, token_position):
+def _check_review_args(model, max_length, token_position, text=None, tokenizer=None):
     _check_token_position(token_position)
+    if text is not None and (not isinstance(text, str) or not text.strip()):
+        raise ValueError(f"text must be a non-empty message to classify, got {text!r}")
+    _check_endoftext(text, tokenizer)
+    head = getattr(model, "out_head", None)
+    while hasattr(head, "linear"):  # appendix E's LinearWithLoRA wraps the head's linear layer
+        head = head.linear
+    num_classes = getattr(head, "out_features", None)
+    if num_classes != 2:
+        raise ValueError(f"the model's out_head has {num_classes} outputs, not the 2 classes of a spam classifier: "
+                         "turn it into one first (llmscratch.classifier.prepare_classifier) and finetune it")
     supported = model.pos_emb.weight.shape[0]
     if max_length is None:
         raise ValueError("give max_length, the length the classifier was trained with (train_dataset.max_length), "
@@ -372,9 +385,11 @@ def classify_review(text, model, tokenizer, device, max_length=None, pad_token_i
 
     With the book's later fix: the supported context is ``model.pos_emb.weight.shape[0]`` (the book first read
     ``shape[1]``, the embedding size). ``max_length`` is required (a ``ValueError`` says what to pass), as the
-    book's later version asserts.
+    book's later version asserts. Beyond the book, ``ValueError``s for an empty text and for a model whose head
+    is not a two-class classifier. A text holding ``<|endoftext|>`` needs a tokenizer that allows it
+    (``llmscratch.gpt2_tokenizer.gpt2_tokenizer()``, as the command line uses); tiktoken's own refuses it.
     """
-    _check_review_args(model, max_length, token_position)  # beyond the book: ValueErrors instead of asserts
+    _check_review_args(model, max_length, token_position, text, tokenizer)  # beyond the book: ValueErrors
     model.eval()
 
     # Prepare inputs to the model

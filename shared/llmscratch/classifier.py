@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
-from .checkpoints import load_checkpoint, read_training_state, save_checkpoint
+from .checkpoints import describe_kind, load_checkpoint, read_training_state, save_checkpoint
 from .classification import (
     TOKEN_POSITIONS, _check_classifier_training, _check_token_position, calc_accuracy_loader, calc_loss_batch,
     evaluate_model,
@@ -216,7 +216,7 @@ def load_classifier(path, device="cpu"):
     state = read_training_state(path)
     if state.get("kind") != CLASSIFIER_KIND:
         raise ValueError(f"{path} is a checkpoint but not a classifier saved by save_classifier "
-                         f"(kind {state.get('kind')!r}): a pretraining checkpoint has no classification head")
+                         f"(kind {state.get('kind')!r}): it is {describe_kind(state.get('kind'))}")
     model = prepare_classifier(GPTModel(state["config"]), state["num_classes"], trainable_layers="none")
     load_checkpoint(path, model, map_location="cpu", config=state["config"])
     info = {key: state[key] for key in ("config", "num_classes", "max_length", "token_position", "pad_token_id")}

@@ -24,10 +24,10 @@ import torch
 from . import data
 from .attention import ATTENTION_IMPLEMENTATIONS
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
-from .checkpoints import read_training_state
+from .checkpoints import describe_kind, read_training_state
 from .cli_checks import (DEFAULTS, RUN_SETTINGS, SIZES, TEXT_DATA, UsageError, check_generate_args,
-                         check_out_folder, check_run_settings, check_writable, data_setting,
-                         describe, merge_run_settings, settings_from_config)
+                         check_out_folder, check_run_settings, claim_out_folder, data_setting, describe,
+                         merge_run_settings, register_run_files, settings_from_config)
 from .cli_classifier import COMMANDS as CLASSIFIER_COMMANDS
 from .cli_classifier import INTERRUPTED as CLASSIFIER_INTERRUPTED
 from .cli_classifier import add_classifier_commands
@@ -36,17 +36,17 @@ from .cli_instructions import INTERRUPTED as INSTRUCTION_INTERRUPTED
 from .cli_instructions import add_instruction_commands
 from .decoding import check_sampling_args
 from .decoding import generate as generate_tokens
-from .files import remove_stale_temp_files, save_png
+from .files import save_png
 from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel, check_config
 from .gpt2_download import download_gpt2
 from .gpt2_weights import load_pretrained_gpt2
 from .pretraining import create_train_val_loaders, plot_losses, text_to_token_ids, token_ids_to_text
 from .pretraining import train_model_resumable
 from .resumable import TrainingState
-from .run_lock import RunFolderLocked, lock_run_folder
 from .settings import SettingsError, get_settings, resolve_device
 
 CHECKPOINT, PLOT = "checkpoint.pt", "losses.png"  # what pretrain writes in its output folder
+register_run_files("pretrain", (CHECKPOINT, PLOT))
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)"
 INTERRUPTED = {"pretrain": "interrupted: the last checkpoint (if any) is intact",
                "generate": "interrupted", "download": "interrupted: no partial file was kept", **CLASSIFIER_INTERRUPTED,
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_text(name: str) -> tuple[str, str]:
+    if not name.strip():
+        raise UsageError(f"--data is empty: use {' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file")
     if name in TEXT_DATA:
         return data.get_data(name).read_text(encoding="utf-8"), name
     path = Path(name)
@@ -154,18 +156,13 @@ def _saved_run(checkpoint: Path, config=None) -> dict:
 
 
 def _claim(stack: contextlib.ExitStack, out: Path, checkpoint: Path, resume: bool) -> None:
-    """Make ``out`` this run's: writable, locked, without stale temporary files; no checkpoint to overwrite."""
-    check_writable(out)
-    try:
-        stack.enter_context(lock_run_folder(out))
-    except RunFolderLocked as error:
-        who = f"process id {error.pid}" if error.pid else "its process id not yet written"
-        raise UsageError(f"{out} is in use by another run ({who}): wait for it to end, "
-                         "or pick another --out") from None
-    for stale in remove_stale_temp_files(out):
-        print(f"removed {stale}, left by a run that was killed while saving", file=sys.stderr)
-    if not resume and checkpoint.exists():
-        raise UsageError(f"{checkpoint} exists: add --resume to continue it, or pick another --out")
+    """Make ``out`` this run's (``claim_out_folder``): writable, locked, without temporary files of a killed run;
+    no checkpoint to overwrite."""
+    def no_checkpoint_to_overwrite():
+        if not resume and checkpoint.exists():
+            raise UsageError(f"{checkpoint} exists: add --resume to continue it, or pick another --out")
+
+    claim_out_folder(stack, out, command="pretrain", own_files=(CHECKPOINT, PLOT), check=no_checkpoint_to_overwrite)
 
 
 def _save_failed(error: BaseException, path: Path, kept: str) -> UsageError:
@@ -207,7 +204,7 @@ def pretrain(args) -> None:
     check_run_settings(given)  # numbers and texts first: nothing is read or written before they are fine
     device = resolve_device(args.device)
     out, checkpoint = args.out, args.out / CHECKPOINT
-    check_out_folder(out, (CHECKPOINT, PLOT))
+    check_out_folder(out, (CHECKPOINT, PLOT), command="pretrain")
     if args.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}; run without --resume first")
     with contextlib.ExitStack() as stack:
@@ -235,10 +232,6 @@ def pretrain(args) -> None:
             raise UsageError(f"--data {label}: {error}") from None
 
         if not claimed:  # (another run may have created it meanwhile: _claim finds its lock or checkpoint)
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise UsageError(f"cannot create --out {out} ({error.strerror or error})") from None
             _claim(stack, out, checkpoint, args.resume)
         if args.resume:
             if not saved_settings:
@@ -289,6 +282,12 @@ def generate(args) -> None:
     device = resolve_device(args.device)
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file or folder")
+    if args.checkpoint is not None and args.checkpoint.is_file():
+        with contextlib.suppress(ValueError):  # a file of another format: load_pretrained_gpt2 says what it is
+            kind = read_training_state(args.checkpoint).get("kind")
+            if kind == "classifier":
+                raise UsageError(f"--checkpoint {args.checkpoint} is {describe_kind(kind)}: it answers spam or "
+                                 "not spam, it does not generate text")
     try:
         model = load_pretrained_gpt2(args.gpt2 or args.checkpoint)
     except (ValueError, FileNotFoundError) as error:  # the messages name the file and the problem
@@ -333,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         get_settings()  # LLMSCRATCH_* values that make no sense: one line, before anything
         command(args)
     except KeyboardInterrupt:
-        parser.exit(130, INTERRUPTED[args.command] + "\n")
+        message = INTERRUPTED[args.command]  # a text, or a function of args that says which files exist
+        parser.exit(130, (message(args) if callable(message) else message) + "\n")
     except (UsageError, SettingsError, data.DataDownloadError, OSError) as error:
         parser.exit(2, f"error: {_one_line(error)}\n")  # OSError: downloads, disks
     return 0

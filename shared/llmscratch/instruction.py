@@ -2,7 +2,9 @@
 response.
 
 Introduced in ch07_finetune_instructions. The functions and classes with the book's names are the book's listings
-(a call to a checking helper at the top is the only addition), in the book's order:
+with a call to a checking helper at the top; ``InstructionDataset`` and ``extract_response`` also take
+exercise 7.1's ``prompt_style`` (keyword-only), which picks the prompt function and the response header from
+:data:`PROMPT_STYLES` instead of the book's fixed Alpaca ones. In the book's order:
 
 - 7.2 ``format_input``: the Alpaca prompt (instruction, then the input when there is one), from
   ``llmscratch.prompt_formats`` (no torch there, so the judge can use it);
@@ -30,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
+from .gpt2_tokenizer import _check_endoftext
 from .prompt_formats import (  # re-exported: the prompt (7.2, exercise 7.1) is part of chapter 7's code
     INSTRUCTION_KEYS, PROMPT_STYLES, PromptStyle, _check_prompt_style, format_input, format_input_phi,
 )
@@ -42,7 +45,7 @@ __all__ = [
 # --- the data sets (7.3, exercise 7.2) ----------------------------------------------------------------------
 
 
-def _check_instruction_data(data, prompt_style):
+def _check_instruction_data(data, prompt_style, tokenizer=None):
     _check_prompt_style(prompt_style)
     if isinstance(data, (str, bytes, dict)) or not hasattr(data, "__len__"):
         raise ValueError(f"data must be a list of entries (dicts), got {type(data).__name__}")
@@ -50,6 +53,12 @@ def _check_instruction_data(data, prompt_style):
         if not isinstance(entry, dict) or not set(INSTRUCTION_KEYS) <= set(entry):
             found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
             raise ValueError(f"entry {i} of data must be a dict with the keys {list(INSTRUCTION_KEYS)}, got {found}")
+        not_text = next((key for key in INSTRUCTION_KEYS if not isinstance(entry[key], str)), None)
+        if not_text is not None:
+            raise ValueError(f"entry {i} of data: {not_text!r} is {entry[not_text]!r}, not a text (use \"\" for "
+                             "no input)")
+        for key in INSTRUCTION_KEYS:
+            _check_endoftext(entry[key], tokenizer)
 
 
 class InstructionDataset(Dataset):
@@ -58,7 +67,7 @@ class InstructionDataset(Dataset):
     them batch by batch. ``prompt_style="phi3"`` uses exercise 7.1's prompt."""
 
     def __init__(self, data, tokenizer, *, prompt_style="alpaca"):
-        _check_instruction_data(data, prompt_style)  # beyond the book: entries with the fields, a known style
+        _check_instruction_data(data, prompt_style, tokenizer)  # beyond the book: text fields, a known style
         format_prompt, response_prefix = PROMPT_STYLES[prompt_style]  # beyond the book: exercise 7.1
         self.data = data
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
 from .data import get_data, read_json_records
+from .gpt2_tokenizer import allowing_endoftext
 from .instruction import (
     INSTRUCTION_KEYS, PROMPT_STYLES, InstructionDataset, _check_allowed_max_length, _check_collate_args,
     _check_prompt_style, custom_collate_fn,
@@ -188,7 +189,8 @@ def create_instruction_loaders(train_data, val_data, test_data, tokenizer, *, ba
     ``(8, 61)``, ``(8, 76)``, ``(8, 73)``... ``prompt_style="phi3"`` uses exercise 7.1's prompt,
     ``mask_instructions=True`` exercise 7.2's masked targets (``InstructionDatasetWithMasking`` and
     ``custom_collate_with_masking_fn``). The collate function moves each batch to ``device``, so keep
-    ``num_workers=0`` with a GPU (worker processes cannot hand CUDA tensors over). Returns
+    ``num_workers=0`` with a GPU (worker processes cannot hand CUDA tensors over). A tiktoken ``tokenizer``
+    encodes ``<|endoftext|>`` in an entry as the special token (``allowing_endoftext``). Returns
     ``(train_loader, val_loader, test_loader)``.
     """
     _check_prompt_style(prompt_style)
@@ -201,6 +203,7 @@ def create_instruction_loaders(train_data, val_data, test_data, tokenizer, *, ba
     else:
         dataset_class, collate_fn = InstructionDataset, custom_collate_fn
     _check_allowed_max_length(allowed_max_length)  # now, not at the first batch
+    tokenizer = allowing_endoftext(tokenizer)  # an entry may quote <|endoftext|>: the special token
     customized_collate_fn = partial(collate_fn, device=device, allowed_max_length=allowed_max_length)
     loaders = []
     for i, data in enumerate((train_data, val_data, test_data)):

@@ -20,11 +20,11 @@ import torch
 
 from .batched_generation import DEFAULT_BATCH_SIZE, generate_responses
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
-from .checkpoints import load_checkpoint, read_training_state, save_checkpoint
+from .checkpoints import describe_kind, load_checkpoint, read_training_state, save_checkpoint
 from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel
 from .gpt2_weights import load_pretrained_gpt2, pretrained_gpt2_config
 from .instruction import PROMPT_STYLES, _check_prompt_style
-from .lora import replace_linear_with_lora
+from .lora import add_lora
 
 INSTRUCTION_MODEL_KIND = "instruction-model"  # training_state["kind"] of a file of save_instruction_model
 SCRATCH_SIZE = "355M"  # the shapes of "from-scratch": the book's model of chapter 7, GPT-2 medium
@@ -57,15 +57,23 @@ def untie_output_head(model):
     ``load_pretrained_gpt2`` ties them; returns the model (ch07_finetune_instructions, 7.5).
 
     The book's ``load_weights_into_gpt`` copies GPT-2's embedding into the head, so finetuning trains the two
-    apart; and ``merge_lora`` adds the head's adapter to its weight in place, which a tied head would also add to
-    the embedding.
+    apart (``merge_lora`` gives a merged layer a new weight, so a tied head would not change the embedding
+    either, but full finetuning would train one tensor for both).
     """
     if model.out_head.weight is model.tok_emb.weight:
         model.out_head.weight = torch.nn.Parameter(model.tok_emb.weight.detach().clone())
     return model
 
 
-def build_instruction_model(base, *, lora_rank=None, lora_alpha=None):
+def instruction_model_config(base):
+    """The ``GPTModel`` config of ``base`` (see ``build_instruction_model``) (ch07_finetune_instructions, 7.5)."""
+    check_base(base)
+    if base.startswith("gpt2-"):
+        return pretrained_gpt2_config(base.removeprefix("gpt2-"))
+    return dict(TINY_INSTRUCTION_CONFIG) if base == TINY_BASE else pretrained_gpt2_config(SCRATCH_SIZE)
+
+
+def build_instruction_model(base, *, lora_rank=None, lora_alpha=None, lora_scaling="book", pretrained=True):
     """``(model, config)``: the model chapter 7 finetunes (ch07_finetune_instructions, 7.5; LoRA: appendix E).
 
     ``base``: ``"gpt2-355M"`` (the book's; any size) loads OpenAI's weights with the book's ``BASE_CONFIG``
@@ -73,22 +81,20 @@ def build_instruction_model(base, *, lora_rank=None, lora_alpha=None):
     same 355M shapes with random weights; ``"tiny from scratch"`` a tiny GPT (``TINY_INSTRUCTION_CONFIG``). Seed
     first (``torch.manual_seed``) for reproducible random weights and LoRA adapters. With ``lora_rank``, every
     weight is frozen and every linear layer gets adapters of that rank and ``lora_alpha`` (default: the rank, as
-    appendix E's 16 and 16). The model is in training mode, on the CPU.
+    appendix E's 16 and 16), scaled as ``lora_scaling`` says (``"book"``, the printed book's ``alpha``, or
+    ``"rank"``, the book repository's ``alpha / rank``: ``llmscratch.lora.lora_alpha``). ``pretrained=False``
+    builds a GPT-2 base with random weights, for a resumed run that loads its own. The model is in training
+    mode, on the CPU.
     """
-    check_base(base)
+    config = instruction_model_config(base)
     if lora_rank is not None and lora_alpha is None:
         lora_alpha = lora_rank
-    if base.startswith("gpt2-"):
-        size = base.removeprefix("gpt2-")
-        config = pretrained_gpt2_config(size)
-        model = untie_output_head(load_pretrained_gpt2(size, config))
+    if base.startswith("gpt2-") and pretrained:
+        model = untie_output_head(load_pretrained_gpt2(base.removeprefix("gpt2-"), config))
     else:
-        config = TINY_INSTRUCTION_CONFIG if base == TINY_BASE else pretrained_gpt2_config(SCRATCH_SIZE)
         model = GPTModel(config)
     if lora_rank is not None:  # appendix E: freeze everything, then add the (trainable) adapters
-        for param in model.parameters():
-            param.requires_grad = False
-        replace_linear_with_lora(model, rank=lora_rank, alpha=lora_alpha)
+        add_lora(model, lora_rank, lora_alpha, lora_scaling)
     return model.train(), dict(config)
 
 
@@ -121,7 +127,8 @@ def load_instruction_model(path, device="cpu"):
     state = read_training_state(path)
     if state.get("kind") != INSTRUCTION_MODEL_KIND:
         raise ValueError(f"{path} is a checkpoint but not an instruction model saved by save_instruction_model "
-                         f"(kind {state.get('kind')!r}): finetune one with finetune-instructions")
+                         f"(kind {state.get('kind')!r}): it is {describe_kind(state.get('kind'))}; finetune an "
+                         "instruction model with finetune-instructions")
     if state.get("prompt_style") not in PROMPT_STYLES or not isinstance(state.get("config"), dict):
         raise ValueError(f"{path} records no valid prompt style or config: the file is damaged")
     model = GPTModel(state["config"])
@@ -149,5 +156,6 @@ def instruction_responses(model, tokenizer, entries, *, prompt_style="alpaca", m
 
 
 __all__ = ["INSTRUCTION_MODEL_KIND", "TINY_INSTRUCTION_CONFIG", "build_instruction_model", "check_base",
-           "describe_base", "instruction_responses", "load_instruction_model", "save_instruction_model",
+           "describe_base", "instruction_model_config", "instruction_responses", "load_instruction_model",
+           "save_instruction_model",
            "untie_output_head"]
