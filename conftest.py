@@ -19,6 +19,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "shared"))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))  # notebook_conventions, shared with the tests
 
 
+# Thread pools that torch, numpy and tokenizers start, one per process unless told otherwise.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one thread per worker, and for the notebook kernels it starts (they copy this
+    environment). Two workers with one thread each fill a 2-core machine; with a thread pool of 2 each, 4 busy
+    OpenMP threads share 2 cores, and a thread that waits at a barrier for a descheduled sibling spins instead of
+    working: some tests ran 100x slower (see tests/conftest.py, ``one_thread``)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in THREAD_VARIABLES:
+            os.environ[name] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def _is_notebook_item(item: pytest.Item) -> bool:
     return type(item).__name__ == "IPyNbCell"
 
