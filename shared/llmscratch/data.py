@@ -110,7 +110,7 @@ def read_json_records(path, keys, expected_entries=None) -> list[dict]:
     not pinned (it could not be taken on the offline machine that built the course).
     """
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte order mark (some Windows editors) is not JSON
             records = json.load(handle)
     except ValueError as error:  # not UTF-8 or not JSON
         raise ValueError(f"{path} is not a JSON file: {error}") from None
@@ -427,15 +427,23 @@ def _pooch_retrieve(downloader: pooch.HTTPDownloader, entry: DataFile, target: P
 
 
 @contextlib.contextmanager
-def _quiet_pooch() -> Iterator[None]:
-    """Mute pooch's INFO lines (they name our staging folder and suggest a known_hash); warnings still show."""
-    logger = pooch.get_logger()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+def quiet_logger(logger: str | logging.Logger, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise ``logger`` (a name, or a logger object: pooch's is not in logging's registry) and its children to
+    ``level`` for the duration: a library's chatter (pooch's INFO lines naming our staging folder;
+    huggingface_hub's "Retrying in 1s" warnings) stays out of the notebooks, while our own error message says
+    what happened and what to do."""
+    logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
+
+
+def _quiet_pooch() -> contextlib.AbstractContextManager[None]:
+    """Mute pooch's INFO lines (they name our staging folder and suggest a known_hash); warnings still show."""
+    return quiet_logger(pooch.get_logger(), logging.WARNING)
 
 
 def _worth_retrying(error: requests.RequestException) -> bool:

@@ -18,8 +18,11 @@ download ``model.safetensors`` by hand and pass its path to ``load_pretrained_gp
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+from .data import quiet_logger
 
 __all__ = ["GPT2_REPOS", "GPT2DownloadError", "download_gpt2"]
 
@@ -104,7 +107,8 @@ def download_gpt2(size: str, *, cache_dir: str | os.PathLike | None = None, endp
                     "load_pretrained_gpt2('path/to/model.safetensors')"
                 ) from None
         try:
-            paths[filename] = Path(hf_hub_download(filename=filename, local_files_only=False, **kwargs))
+            with quiet_logger("huggingface_hub", logging.ERROR):  # its retry warnings; our error says it all
+                paths[filename] = Path(hf_hub_download(filename=filename, local_files_only=False, **kwargs))
         except Exception as error:  # no connection, proxy, Hub down, size check failed, ...
             raise GPT2DownloadError(
                 f"could not download GPT-2 {size} ({repo_id}/{filename}) from "
