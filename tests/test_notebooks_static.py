@@ -80,6 +80,8 @@ def test_stored_outputs_come_from_one_clean_run(path):
     nb = load_notebook(path)
     counts = [c["execution_count"] for c in code_cells(nb)]
     assert counts == list(range(1, len(counts) + 1)), "execution counts must be 1..N (Restart and Run All)"
+    for cell in nb["cells"]:
+        assert "execution" not in cell.get("metadata", {}), "nbclient's timing metadata: strip it (noise in diffs)"
     for cell in code_cells(nb):
         for out in cell["outputs"]:
             assert out["output_type"] != "error", f"error output in: {cell_source(cell)[:80]}"
