@@ -171,3 +171,67 @@ def test_response_speed_script_on_a_tiny_gpt(capsys, monkeypatch):
     assert any(re.fullmatch(r"  prompt 1: new token 3: book \d+, batched \d+; top-2 logit gap \S+", line)
                for line in lines)
     assert re.fullmatch(r"speedup: \d+\.\d\dx", lines[-1])
+
+
+# --- issue 20: one response post-processor; API misuse is one clear ValueError ----------------------------------
+
+
+def test_one_post_processor_serves_the_book_loop_and_the_batched_path(tokenizer):
+    """``response_text`` (token ids) is ``extract_response`` (text) after decoding: the phi-3 header goes too, and a
+    prompt that is not the decoded text's start is the same ValueError."""
+    from llmscratch.batched_generation import response_text
+    from llmscratch.instruction import extract_response
+
+    prompt = "<|user|>\nName a color.\n"
+    ids, new = tokenizer.encode(prompt), tokenizer.encode("<|assistant|>:\n Blue. ", allowed_special="all")
+    generated = tokenizer.decode(ids + new)
+    for style, expected in [("phi3", "Blue."), ("alpaca", "<|assistant|>:\n Blue.")]:
+        assert response_text(tokenizer, prompt, ids, new, prompt_style=style) == expected
+        assert extract_response(generated, prompt, prompt_style=style) == expected
+    with pytest.raises(ValueError, match="generated_text must start with input_text"):
+        response_text(tokenizer, "Another prompt", ids, new)
+
+
+def test_generate_responses_takes_the_prompt_style(tokenizer):
+    """Exercise 7.1's phi-3 prompts: the book's loop with ``extract_response(..., prompt_style="phi3")``."""
+    from llmscratch.instruction import extract_response
+
+    torch.manual_seed(123)
+    model = GPTModel(GPT_CONFIG_TINY).eval()
+    prompts = ["<|user|>\nName a color.\n", "<|user|>\nSay yes.\n"]
+    context_size, new = GPT_CONFIG_TINY["context_length"], 5
+    expected = [extract_response(token_ids_to_text(generate(model, text_to_token_ids(p, tokenizer), new,
+                                                            context_size, eos_id=50256), tokenizer),
+                                 p, prompt_style="phi3") for p in prompts]
+    out = generate_responses(model, tokenizer, prompts, max_new_tokens=new, context_size=context_size,
+                             prompt_style="phi3", progress=False)
+    assert out == expected
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"device": "bogus"}, r"device='bogus' is not a device the course runs on: use cpu, cuda, cuda:N or mps"),
+    ({"device": 0}, r"device must be a string such as 'cpu' or 'cuda', or a torch.device, got int"),
+    ({"model": "swapped"}, r"model must be a GPTModel .* got Encoding: pass the model first"),
+    ({"tokenizer": None}, r"tokenizer must have encode and decode, got NoneType: use .*gpt2_tokenizer\(\)"),
+    ({"prompt_style": "chatml"}, r"prompt_style must be one of \['alpaca', 'phi3'\], got 'chatml'"),
+])
+def test_generate_responses_misuse_is_one_clear_value_error(tokenizer, change, message):
+    model = make_model(vocab_size=50257)
+    args = {"model": model, "tokenizer": tokenizer, "prompts": ["Hi"]}
+    kwargs = {"context_size": CFG["context_length"], "max_new_tokens": 2, "progress": False}
+    if change.get("model") == "swapped":
+        args["model"], args["tokenizer"] = tokenizer, model
+    else:
+        (args if "tokenizer" in change else kwargs).update(change)
+    with pytest.raises(ValueError, match=message):
+        generate_responses(args["model"], args["tokenizer"], args["prompts"], **kwargs)
+
+
+def test_generate_batched_and_instruction_responses_misuse(tokenizer):
+    from llmscratch.instruction_run import instruction_responses
+
+    with pytest.raises(ValueError, match=r"model must be a GPTModel .* got str: pass the model first, as in "
+                                         r"generate_batched\(model, prompts"):
+        generate_batched("model", [[1]], 3, 8)
+    with pytest.raises(ValueError, match="entries must be a non-empty list of dicts with 'instruction' and 'input'"):
+        instruction_responses(make_model(vocab_size=50257), tokenizer, "Name a color.", progress=False)

@@ -169,3 +169,32 @@ def test_busy_machine_note(monkeypatch):
     assert "load average 9.0 on 2 cores" in busy_machine_note()
     monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.0, 0.0), raising=False)
     assert busy_machine_note() is None
+
+
+# --- issue 20: the book repository's name for the SDPA attention ------------------------------------------------
+
+
+def test_pytorch_multi_head_attention_has_the_book_repositorys_signature():
+    import inspect
+
+    from llmscratch import PyTorchMultiHeadAttention
+
+    params = inspect.signature(PyTorchMultiHeadAttention).parameters
+    assert list(params) == ["d_in", "d_out", "num_heads", "dropout", "qkv_bias"]
+    assert (params["dropout"].default, params["qkv_bias"].default) == (0.0, False)
+    with pytest.raises(ValueError, match="d_out must be divisible by num_heads"):
+        PyTorchMultiHeadAttention(8, 10, num_heads=4)
+
+
+def test_pytorch_multi_head_attention_computes_multi_head_attention():
+    """No context_length, no mask buffer; with the book's weights (strict=False: no 'mask'), the same output."""
+    from llmscratch import PyTorchMultiHeadAttention
+
+    torch.manual_seed(123)
+    book = MultiHeadAttention(6, 8, context_length=16, dropout=0.0, num_heads=2, qkv_bias=True).eval()
+    fast = PyTorchMultiHeadAttention(6, 8, num_heads=2, qkv_bias=True).eval()
+    assert "mask" not in fast.state_dict()
+    result = fast.load_state_dict(book.state_dict(), strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == ["mask"]
+    x = torch.rand(3, 11, 6)
+    torch.testing.assert_close(fast(x), book(x), atol=1e-6, rtol=0)

@@ -157,3 +157,40 @@ def test_device_agrees_with_cpu(device, attn_impl):
         expected = generate_text_simple_cached(cpu_model, idx[:, :3], 15, TINY["context_length"], use_cache=use_cache)
         out = generate_text_simple_cached(model, idx[:, :3].to(device), 15, TINY["context_length"], use_cache=use_cache)
         assert torch.equal(out.cpu(), expected)
+
+
+# --- issue 20: the book repository's GPTModelFast ---------------------------------------------------------------
+
+
+def test_gpt_model_fast_gives_gpt_models_logits_with_the_same_weights():
+    """``GPTModelFast(cfg)`` is GPTModel on the SDPA path: the same state-dict keys, both ways, same logits."""
+    from llmscratch import GPTModelFast, MultiHeadAttentionSDPA
+
+    torch.manual_seed(123)
+    book = GPTModel(TINY).eval()
+    fast = GPTModelFast(TINY).eval()
+    assert isinstance(fast, GPTModel) and isinstance(fast.trf_blocks[0].att, MultiHeadAttentionSDPA)
+    assert fast.state_dict().keys() == book.state_dict().keys()
+    fast.load_state_dict(book.state_dict())  # strict: weights of either load into the other
+    ids = torch.randint(0, TINY["vocab_size"], (2, TINY["context_length"]))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids), book(ids), atol=1e-5, rtol=0)
+    torch.manual_seed(7)
+    again = GPTModel(TINY).eval()
+    again.load_state_dict(GPTModelFast(TINY).state_dict())  # and back
+    assert "attn_impl" not in TINY  # the caller's config is not changed
+
+
+def test_gpt_model_fast_save_load_round_trip(tmp_path):
+    from llmscratch import GPTModelFast
+
+    torch.manual_seed(123)
+    fast = GPTModelFast(TINY).eval()
+    torch.save(fast.state_dict(), tmp_path / "fast.pth")
+    loaded = GPTModelFast(TINY).eval()
+    loaded.load_state_dict(torch.load(tmp_path / "fast.pth", weights_only=True))
+    ids = torch.randint(0, TINY["vocab_size"], (1, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), fast(ids))
+    with pytest.raises(ValueError, match="the config lacks 'n_layers'"):
+        GPTModelFast({key: value for key, value in TINY.items() if key != "n_layers"})

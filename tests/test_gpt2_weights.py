@@ -174,8 +174,11 @@ def test_book_checkpoint_with_optimizer_and_cfg(tiny, tmp_path):
     path = tmp_path / "model_and_optimizer.pth"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict()}, path)
-    with pytest.raises(ValueError, match=r"matches no GPT-2 size: found emb_dim=32, n_layers=2"):
-        load_pretrained_gpt2(path)  # no config.json next to a .pth: say what to do
+    with pytest.raises(ValueError, match=r"a GPTModel with emb_dim=32, n_layers=2, .*do not show the number of "
+                                         r"attention heads.*pass n_heads=N"):
+        load_pretrained_gpt2(path)  # no config in a .pth of no known width and depth: say what to do
+    by_heads = load_pretrained_gpt2(path, n_heads=4)  # the tensors give every other size
+    assert torch.equal(our_logits(by_heads, tiny_ids()), our_logits(model, tiny_ids()))
     cfg = {**pretrained_gpt2_config("124M"), "vocab_size": 1000, "context_length": 64, "emb_dim": 32,
            "n_heads": 4, "n_layers": 2}
     loaded = load_pretrained_gpt2(path, cfg)
@@ -464,3 +467,51 @@ def test_bad_config_json_is_one_clear_error(tiny, tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as info:
         load_pretrained_gpt2(copy)
     assert "config.json" in str(info.value) and "\n" not in str(info.value)
+
+
+# --- issue 20: the book's download_and_load_gpt2 (settings, params) -------------------------------------------
+
+
+def test_download_and_load_gpt2_gives_the_books_settings_and_params(tiny, hub, tmp_path):
+    """The book's call, served by the local Hub: ``hparams.json``'s settings, the nested NumPy params in the
+    checkpoint's shapes, and ``load_weights_into_gpt`` gives the loader's model from them."""
+    import numpy as np
+
+    from llmscratch import GPTModel, download_and_load_gpt2, load_weights_into_gpt
+
+    hf, folder = tiny
+    serve(hub, "124M", (folder / "model.safetensors").read_bytes(), (folder / "config.json").read_bytes())
+    settings, params = download_and_load_gpt2(model_size="124M", models_dir=tmp_path, endpoint=hub.endpoint)
+    assert settings == {"n_vocab": 1000, "n_ctx": 64, "n_embd": 32, "n_head": 4, "n_layer": 2}
+    assert list(params) == ["blocks", "b", "g", "wpe", "wte"] and len(params["blocks"]) == 2
+    block = params["blocks"][0]
+    assert sorted(block) == ["attn", "ln_1", "ln_2", "mlp"] and sorted(block["ln_1"]) == ["b", "g"]
+    assert isinstance(block["attn"]["c_attn"]["w"], np.ndarray)
+    shapes = {"wte": (1000, 32), "wpe": (64, 32), "c_attn": (32, 96), "c_proj": (32, 32), "c_fc": (32, 128),
+              "mlp.c_proj": (128, 32)}
+    assert (params["wte"].shape, params["wpe"].shape) == (shapes["wte"], shapes["wpe"])
+    assert block["attn"]["c_attn"]["w"].shape == shapes["c_attn"] and block["attn"]["c_proj"]["w"].shape == shapes["c_proj"]
+    assert block["mlp"]["c_fc"]["w"].shape == shapes["c_fc"] and block["mlp"]["c_proj"]["w"].shape == shapes["mlp.c_proj"]
+    assert [a.shape for a in np.split(block["attn"]["c_attn"]["w"], 3, axis=-1)] == [(32, 32)] * 3  # the book's split
+
+    cfg = {"vocab_size": settings["n_vocab"], "context_length": settings["n_ctx"], "emb_dim": settings["n_embd"],
+           "n_heads": settings["n_head"], "n_layers": settings["n_layer"], "drop_rate": 0.0, "qkv_bias": True}
+    gpt = GPTModel(cfg).eval()
+    load_weights_into_gpt(gpt, params)
+    assert torch.equal(our_logits(gpt, tiny_ids()), our_logits(load_pretrained_gpt2(folder), tiny_ids()))
+    hub.requests.clear()
+    assert download_and_load_gpt2("124M", tmp_path, endpoint=hub.endpoint)[0] == settings
+    assert hub.requests == []  # models_dir is the cache
+    with pytest.raises(ValueError, match="unknown GPT-2 size '125M'"):
+        download_and_load_gpt2("125M", tmp_path)
+
+
+def test_load_weights_into_gpt_names_what_to_pass(tiny):
+    from llmscratch import GPTModel, load_weights_into_gpt
+
+    hf, folder = tiny
+    gpt = load_pretrained_gpt2(folder)
+    with pytest.raises(ValueError, match=r"GPTModel's own names .* gpt\.load_state_dict\(params\)"):
+        load_weights_into_gpt(gpt, gpt.state_dict())
+    with pytest.raises(ValueError, match=r"no GPT-2 tensors under Hugging Face's names .* download_and_load_gpt2"):
+        load_weights_into_gpt(gpt, {"weights": torch.zeros(1)})

@@ -17,14 +17,16 @@ Where a later chapter redefines a book name (chapter 6's ``calc_loss_batch``, ``
     from llmscratch.instruction import custom_collate_fn      # chapter 7
     from llmscratch.lora import replace_linear_with_lora      # appendix E
 
-Extensions beyond the book (the fast attention, the KV cache, resumable training, benchmarks) are exported
+The book repository's names for its fast model and for the GPT-2 download (``GPTModelFast``,
+``PyTorchMultiHeadAttention``, ``download_and_load_gpt2``) are exported too, backed by the package's fast path
+and safetensors loader. Extensions beyond the book (the fast attention, the KV cache, resumable training, benchmarks) are exported
 under their own names or imported from their modules (``llmscratch.kv_cache``, ``llmscratch.resumable``,
 ``llmscratch.benchmarking``). Modules import only earlier ones: no two modules import each other.
 """
 
 from .attention import (
-    CausalAttention, MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper, SelfAttention_v1,
-    SelfAttention_v2,
+    CausalAttention, MultiHeadAttention, MultiHeadAttentionSDPA, MultiHeadAttentionWrapper, PyTorchMultiHeadAttention,
+    SelfAttention_v1, SelfAttention_v2,
 )
 from .bpe import BPETokenizer
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
@@ -34,10 +36,12 @@ from .dataloader import GPTDatasetV1, create_dataloader_v1
 from .decoding import generate, print_sampled_tokens, softmax_with_temperature
 from .gpt import (
     GELU, GPT2_CONFIGS, GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY,
-    FeedForward, GPTModel, LayerNorm, TransformerBlock, generate_text_simple,
+    FeedForward, GPTModel, GPTModelFast, LayerNorm, TransformerBlock, generate_text_simple,
 )
 from .gpt2_download import GPT2_REPOS, download_gpt2
-from .gpt2_weights import assign, load_pretrained_gpt2, load_weights_into_gpt, pretrained_gpt2_config
+from .gpt2_weights import (
+    assign, download_and_load_gpt2, load_pretrained_gpt2, load_weights_into_gpt, pretrained_gpt2_config,
+)
 from .gpt_demo import DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, ExampleDeepNeuralNetwork
 from .kv_cache import generate_text_simple_cached
 from .pretraining import (
@@ -57,14 +61,14 @@ __all__ = [
     "build_vocab", "create_dataloader_v1", "get_data", "split_text",
     # ch03_attention
     "CausalAttention", "MultiHeadAttention", "MultiHeadAttentionSDPA", "MultiHeadAttentionWrapper",
-    "SelfAttention_v1", "SelfAttention_v2",
+    "PyTorchMultiHeadAttention", "SelfAttention_v1", "SelfAttention_v2",
     # ch04_gpt_model
     "DummyGPTModel", "DummyLayerNorm", "DummyTransformerBlock", "ExampleDeepNeuralNetwork", "FeedForward", "GELU",
-    "GPT2_CONFIGS", "GPTModel", "GPT_CONFIG_124M", "GPT_CONFIG_1558M", "GPT_CONFIG_355M", "GPT_CONFIG_774M",
+    "GPT2_CONFIGS", "GPTModel", "GPTModelFast", "GPT_CONFIG_124M", "GPT_CONFIG_1558M", "GPT_CONFIG_355M", "GPT_CONFIG_774M",
     "GPT_CONFIG_TINY", "LayerNorm", "TransformerBlock", "generate_text_simple", "generate_text_simple_cached",
     # ch05_pretraining (and appendix D)
     "GPT2_REPOS", "ResumableRun", "assign", "calc_loss_batch", "calc_loss_loader", "create_train_val_loaders",
-    "download_gpt2", "evaluate_model", "find_highest_gradient", "generate", "generate_and_print_sample",
+    "download_and_load_gpt2", "download_gpt2", "evaluate_model", "find_highest_gradient", "generate", "generate_and_print_sample",
     "load_checkpoint", "load_pretrained_gpt2", "load_weights_into_gpt", "plot_learning_rate", "plot_losses",
     "pretrained_gpt2_config", "print_sampled_tokens", "save_checkpoint", "softmax_with_temperature",
     "text_to_token_ids", "token_ids_to_text", "train_model", "train_model_resumable", "train_model_simple",

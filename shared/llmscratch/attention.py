@@ -2,7 +2,8 @@
 
 Introduced in ch03_attention. The classes are the book's; ``MultiHeadAttentionSDPA`` is the fast path (beyond
 the book): the same parameters and state-dict layout as ``MultiHeadAttention``, computed with one fused QKV
-projection and ``torch.nn.functional.scaled_dot_product_attention``.
+projection and ``torch.nn.functional.scaled_dot_product_attention``; ``PyTorchMultiHeadAttention`` is the same
+fast path under the name and signature of the book repository's bonus code.
 """
 
 from __future__ import annotations
@@ -238,6 +239,23 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
         )  # (b, num_heads, num_tokens, head_dim)
         context_vec = context_vec.transpose(1, 2).reshape(b, num_tokens, self.d_out)
         return self.out_proj(context_vec)  # (b, num_tokens, d_out)
+
+
+class PyTorchMultiHeadAttention(MultiHeadAttentionSDPA):
+    """The SDPA attention under the book repository's name and signature (ch03_attention, beyond the book).
+
+    The book's repository (its speed-up bonus code for chapter 5) calls its attention on PyTorch's
+    ``scaled_dot_product_attention`` ``PyTorchMultiHeadAttention(d_in, d_out, num_heads, dropout=0.0,
+    qkv_bias=False)``: no ``context_length``, because the causal kernel needs no mask. Here it is
+    ``MultiHeadAttentionSDPA`` built that way: the same computation and parameters (``W_query``, ``W_key``,
+    ``W_value``, ``out_proj``, fused at run time, where the repository stores one ``qkv`` and a ``proj``), and no
+    ``mask`` buffer, so its state dict is ``MultiHeadAttention``'s without ``mask`` (load one into the other with
+    ``strict=False``). ``d_out`` must be divisible by ``num_heads`` (a ``ValueError`` otherwise).
+    """
+
+    def __init__(self, d_in, d_out, num_heads, dropout=0.0, qkv_bias=False):
+        super().__init__(d_in, d_out, context_length=0, dropout=dropout, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.mask = None  # no buffer: scaled_dot_product_attention(is_causal=True) masks the future itself
 
 
 ATTENTION_IMPLEMENTATIONS = {

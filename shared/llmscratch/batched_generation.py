@@ -26,8 +26,11 @@ import torch.nn.functional as F
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
 from .decoding import generate
+from .instruction import extract_response
 from .kv_cache import TRANSPOSE_MIN_TOKENS, DecodePlan, KVCache
 from .pretraining import text_to_token_ids
+from .prompt_formats import _check_prompt_style
+from .settings import check_device_name
 
 DEFAULT_BATCH_SIZE = 16  # rows per batch: on CPU a step of 16 rows costs about what one row does (weights stream once)
 
@@ -156,6 +159,7 @@ def generate_batched(model, prompts, max_new_tokens, context_size, eos_id=None, 
     """
     from tqdm.auto import tqdm
 
+    _check_model(model, "generate_batched(model, prompts, max_new_tokens, context_size)")
     vocab_size, context_length = model.tok_emb.num_embeddings, model.pos_emb.num_embeddings
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts must be a non-empty list of prompts, each a list of token ids or a 1-D tensor")
@@ -195,35 +199,66 @@ def generate_batched(model, prompts, max_new_tokens, context_size, eos_id=None, 
     return results
 
 
-def response_text(tokenizer, prompt, prompt_ids, new_ids, response_marker="### Response:"):
-    """The book's post-processing of one generated response (ch07_finetune_instructions, 7.7): decode prompt and
-    new tokens together, cut off the prompt's text, remove ``response_marker``, strip whitespace."""
+def response_text(tokenizer, prompt, prompt_ids, new_ids, *, prompt_style="alpaca"):
+    """The book's post-processing of one generated response (ch07_finetune_instructions, 7.7), from token ids:
+    decode prompt and new tokens together, as the book's ``token_ids_to_text(generate(...))``, then
+    ``llmscratch.instruction.extract_response`` (the one post-processor: cut off the prompt's text, remove the
+    style's response header, strip whitespace)."""
     generated_text = tokenizer.decode(list(prompt_ids) + list(new_ids))
-    return generated_text[len(prompt):].replace(response_marker, "").strip()
+    return extract_response(generated_text, prompt, prompt_style=prompt_style)
+
+
+def _check_model(model, function):
+    if not isinstance(getattr(model, "tok_emb", None), torch.nn.Embedding) \
+            or not isinstance(getattr(model, "pos_emb", None), torch.nn.Embedding):
+        raise ValueError(f"model must be a GPTModel (with tok_emb and pos_emb), got {type(model).__name__}: "
+                         f"pass the model first, as in {function}")
+
+
+def _check_tokenizer(tokenizer):
+    if not callable(getattr(tokenizer, "encode", None)) or not callable(getattr(tokenizer, "decode", None)):
+        raise ValueError(f"tokenizer must have encode and decode, got {type(tokenizer).__name__}: use "
+                         "llmscratch.gpt2_tokenizer.gpt2_tokenizer() or tiktoken.get_encoding('gpt2')")
+
+
+def _check_device(device, model_device):
+    if device is None:
+        return
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda', or a torch.device, got "
+                         f"{type(device).__name__}; leave it out to use the model's ({model_device})")
+    try:
+        wanted = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, ValueError):  # no device name at all: the course's message, with the names to use
+        check_device_name(device, "device")
+        raise
+    if wanted.type != model_device.type or (wanted.index is not None and wanted.index != model_device.index):
+        raise ValueError(f"the model is on {model_device}, not on {wanted}: move it first, model.to(device)")
 
 
 def generate_responses(model, tokenizer, prompts, *, max_new_tokens=256, context_size, eos_id=GPT2_ENDOFTEXT_ID,
-                       batch_size=DEFAULT_BATCH_SIZE, device=None, response_marker="### Response:", progress=True):
+                       batch_size=DEFAULT_BATCH_SIZE, device=None, prompt_style="alpaca", progress=True):
     """The response text of each prompt string, in order: the book's loop over chapter 7's test set, batched
     with the KV cache (ch07_finetune_instructions, 7.7, beyond the book).
 
     Encodes each prompt with ``text_to_token_ids``, generates greedily with ``generate_batched`` (the same
     tokens as the book's ``generate(..., eos_id=eos_id)``) and applies the book's post-processing
-    (``response_text``). ``device``: where the model is (default: where its weights are); the model is not
-    moved, so a different device is a ``ValueError``. ``progress``: a tqdm bar over the prompts.
+    (``response_text``, that is ``extract_response`` with ``prompt_style``: ``"alpaca"`` removes
+    ``### Response:``, ``"phi3"`` ``<|assistant|>:``). ``device``: where the model is (default: where its
+    weights are); the model is not moved, so a different device is a ``ValueError``, and so is a name that is
+    no device. ``progress``: a tqdm bar over the prompts.
     """
+    _check_model(model, "generate_responses(model, tokenizer, prompts, context_size=...)")
+    _check_tokenizer(tokenizer)
+    _check_prompt_style(prompt_style)
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts \
             or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be a non-empty list of strings (e.g. format_input(entry) for each entry)")
-    model_device = model.tok_emb.weight.device
-    if device is not None:
-        wanted = device if isinstance(device, torch.device) else torch.device(str(device))
-        if wanted.type != model_device.type or (wanted.index is not None and wanted.index != model_device.index):
-            raise ValueError(f"the model is on {model_device}, not on {wanted}: move it first, model.to(device)")
+    _check_device(device, model.tok_emb.weight.device)
     prompt_ids = [text_to_token_ids(prompt, tokenizer)[0].tolist() for prompt in prompts]
     new_ids = generate_batched(model, prompt_ids, max_new_tokens, context_size, eos_id, batch_size=batch_size,
                                progress=progress)
-    return [response_text(tokenizer, prompt, ids, new, response_marker)
+    return [response_text(tokenizer, prompt, ids, new, prompt_style=prompt_style)
             for prompt, ids, new in zip(prompts, prompt_ids, new_ids)]
 
 

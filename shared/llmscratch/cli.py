@@ -26,7 +26,7 @@ from .attention import ATTENTION_IMPLEMENTATIONS
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
 from .checkpoints import describe_kind, read_training_state
 from .cli_checks import (DEFAULTS, RUN_SETTINGS, SIZES, TEXT_DATA, UsageError, check_generate_args,
-                         check_out_folder, check_run_settings, claim_out_folder, data_setting, describe,
+                         check_out_folder, check_run_settings, claim_out_folder, data_setting, describe, flag_advice,
                          merge_run_settings, register_run_files, settings_from_config)
 from .cli_classifier import COMMANDS as CLASSIFIER_COMMANDS
 from .cli_classifier import INTERRUPTED as CLASSIFIER_INTERRUPTED
@@ -100,11 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", help="sample text from a checkpoint or from OpenAI's GPT-2",
         description="Generate text from a checkpoint of `pretrain` (or any GPTModel .pth / GPT-2 .safetensors "
-                    "or model folder) or from OpenAI's pretrained GPT-2 (--gpt2, downloaded once and cached).")
+                    "or model folder) or from OpenAI's pretrained GPT-2 (--gpt2, downloaded once and cached). A "
+                    ".pth holding only a state dict (no config) is read by its tensors' shapes; if its width and "
+                    "depth are no GPT-2 size nor --tiny's, give its heads with --n-heads.")
     source = generate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help=f"a {CHECKPOINT} of `pretrain`, a .pth, a .safetensors "
-                        "or a folder with model.safetensors and config.json")
+    source.add_argument("--checkpoint", type=Path, help=f"a {CHECKPOINT} of `pretrain`, a GPTModel .pth (a "
+                        "checkpoint or a plain state dict), a GPT-2 .safetensors or a folder with model.safetensors "
+                        "and config.json")
     source.add_argument("--gpt2", choices=SIZES, help="OpenAI's GPT-2 weights of this size")
+    generate.add_argument("--n-heads", type=int, metavar="N",
+                          help="attention heads of a plain GPTModel state dict (torch.save(model.state_dict(), "
+                               "...)) whose width and depth match no GPT-2 size nor --tiny: its tensors show every "
+                               "other size, not the heads")
     generate.add_argument("--prompt", default="Every effort moves you", help="start of the text")
     generate.add_argument("--max-new-tokens", type=int, default=50, help="default: 50")
     generate.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0.0)")
@@ -137,7 +144,7 @@ def _read_text(name: str) -> tuple[str, str]:
         what = "is a folder, not a file" if path.is_dir() else "no such file"
         raise UsageError(f"--data {name}: {what} (use {' or '.join(TEXT_DATA)}, or a path to a UTF-8 text file)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark (some Windows editors) is not text
     except UnicodeDecodeError as error:
         raise UsageError(f"--data {name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     if not text.strip():
@@ -288,8 +295,10 @@ def generate(args) -> None:
             if kind == "classifier":
                 raise UsageError(f"--checkpoint {args.checkpoint} is {describe_kind(kind)}: it answers spam or "
                                  "not spam, it does not generate text")
+    if args.n_heads is not None and args.gpt2:
+        raise UsageError("--n-heads is for a --checkpoint without a config: GPT-2's sizes have known heads")
     try:
-        model = load_pretrained_gpt2(args.gpt2 or args.checkpoint)
+        model = load_pretrained_gpt2(args.gpt2 or args.checkpoint, n_heads=args.n_heads)
     except (ValueError, FileNotFoundError) as error:  # the messages name the file and the problem
         raise UsageError(str(error)) from None
     vocab_size = model.tok_emb.num_embeddings
@@ -335,5 +344,5 @@ def main(argv: list[str] | None = None) -> int:
         message = INTERRUPTED[args.command]  # a text, or a function of args that says which files exist
         parser.exit(130, (message(args) if callable(message) else message) + "\n")
     except (UsageError, SettingsError, data.DataDownloadError, OSError) as error:
-        parser.exit(2, f"error: {_one_line(error)}\n")  # OSError: downloads, disks
+        parser.exit(2, f"error: {flag_advice(_one_line(error), args.command)}\n")  # OSError: downloads, disks
     return 0

@@ -95,6 +95,7 @@ def check_run_settings(settings: dict) -> None:
 
 def check_generate_args(args) -> None:
     check_count("max_new_tokens", args.max_new_tokens, MAX_NEW_TOKENS)
+    check_count("n_heads", args.n_heads)
     check_real("temperature", args.temperature, zero_ok=True, why=" (0 is greedy decoding)")
     check_count("top_k", args.top_k)
     check_seed(args.seed)
@@ -226,3 +227,41 @@ def claim_out_folder(stack: contextlib.ExitStack, out: Path, *, command: str | N
         _check_no_other_run(out, command)
     if check is not None:
         check()
+
+
+# Advice of the Python API (a keyword, a function call) that the package's messages give, and what the command line
+# says instead: its flag, or its command. Keys are exact phrases of the package's messages (tests check they exist).
+FLAG_ADVICE = {
+    # gpt2_weights: a file without a config whose heads are unknown / a GPT-2 file of no known size
+    "pass n_heads=N (a divisor of emb_dim), or cfg=...": {"generate": "pass --n-heads N (a divisor of emb_dim)"},
+    "Put its config.json next to it and pass the folder, or pass cfg=...": {
+        "generate": "put its config.json next to it and pass the folder as --checkpoint"},
+    # gpt2_download: GPT-2 neither cached nor downloadable
+    "(HF_HUB_OFFLINE=1 or local_files_only=True)": {"*": "(HF_HUB_OFFLINE=1)"},
+    "and pass its path: load_pretrained_gpt2('path/to/model.safetensors')": {
+        "generate": "and pass its path: --checkpoint path/to/model.safetensors",
+        "*": "and sample from it with `python -m llmscratch generate --checkpoint path/to/model.safetensors` (the "
+             "other commands take GPT-2 from the download cache: `python -m llmscratch download --gpt2 SIZE` once "
+             "with a connection)"},
+    # judge_http: no judge answered
+    "(or pass url= of an OpenAI-compatible server": {"*": "(or pass --judge-url with the address of an "
+                                                          "OpenAI-compatible server"},
+    # checkpoints: a plain state dict where a checkpoint of a command is expected
+    "load it with model.load_state_dict(torch.load(path, weights_only=True))": {
+        "pretrain": "--resume continues a checkpoint.pt of pretrain; sample from this file with `python -m "
+                    "llmscratch generate --checkpoint FILE`",
+        "classify": "classify takes the classifier.pt of finetune-classifier",
+        "chat": "chat takes the model of finetune-instructions; sample from this file with `python -m llmscratch "
+                "generate --checkpoint FILE`",
+        "*": "this command takes a file it wrote itself, not a plain state dict; sample from this file with "
+             "`python -m llmscratch generate --checkpoint FILE`"},
+}
+
+
+def flag_advice(message: str, command: str) -> str:
+    """``message`` with the Python API's advice (``url=``, ``load_pretrained_gpt2(...)``, ``n_heads=``) replaced by
+    what ``command`` takes: its flag or a command (``FLAG_ADVICE``). The Python API keeps its own advice."""
+    for phrase, advice in FLAG_ADVICE.items():
+        if phrase in message and (command in advice or "*" in advice):
+            message = message.replace(phrase, advice.get(command, advice.get("*")))
+    return message

@@ -89,7 +89,7 @@ def _read_responses(path: Path, key: str) -> list[dict]:
         what = "is a folder, not a file" if path.is_dir() else "no such file"
         raise UsageError(f"--responses {path}: {what} (give the {RESPONSES} of finetune-instructions)")
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte order mark is not JSON
     except ValueError as error:  # not UTF-8 or not JSON
         raise UsageError(f"--responses {path} is not a JSON file ({error})") from None
     if not isinstance(entries, list) or not entries:

@@ -2,7 +2,8 @@
 
 Introduced in ch04_gpt_model. The classes and ``generate_text_simple`` are the book's. Beyond the book:
 ``cfg["attn_impl"]`` picks the attention implementation (``"scratch"``, the book's and the default, or
-``"sdpa"``, the fast path, with the same state-dict layout); ``check_config`` and ``check_token_ids`` turn the
+``"sdpa"``, the fast path, with the same state-dict layout; ``GPTModelFast(cfg)``, the book repository's name,
+is ``GPTModel`` with ``"sdpa"``); ``check_config`` and ``check_token_ids`` turn the
 book's ``KeyError``/``IndexError`` on a bad config or bad token ids into ``ValueError``s that say what to do.
 The KV-cache generator lives in ``llmscratch.kv_cache`` (which imports this module, never the reverse).
 """
@@ -221,6 +222,21 @@ class GPTModel(nn.Module):
         x = self.final_norm(x)
         logits = self.out_head(x)  # (b, num_tokens, vocab_size)
         return logits
+
+
+class GPTModelFast(GPTModel):
+    """The book repository's name for its fast GPT: ``GPTModelFast(cfg)`` (ch04_gpt_model, beyond the book).
+
+    Here it is ``GPTModel`` with the SDPA attention (``cfg["attn_impl"] = "sdpa"``, whatever ``cfg`` says): the
+    same parameters and state-dict keys as ``GPTModel``, so weights saved from either load into the other, and
+    the same logits up to floating-point rounding. The repository's version also swaps in ``nn.LayerNorm`` and
+    ``nn.GELU(approximate="tanh")``, which would rename parameters (``weight``/``bias`` for ``scale``/``shift``);
+    the book's ``LayerNorm`` and ``GELU`` stay, so a checkpoint works in both classes.
+    """
+
+    def __init__(self, cfg):
+        check_config(cfg)  # a ValueError naming the problem, before the copy below
+        super().__init__({**cfg, "attn_impl": "sdpa"})
 
 
 def check_generation_args(model, idx, max_new_tokens, context_size):

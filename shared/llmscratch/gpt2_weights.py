@@ -35,10 +35,11 @@ from typing import NamedTuple
 import torch
 
 from .checkpoints import load_model_state
-from .gpt import GPT2_CONFIGS, GPTModel, check_config
+from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel, check_config
 from .gpt2_download import GPT2_REPOS, download_gpt2
 
-__all__ = ["assign", "gpt_to_hf_state_dict", "load_pretrained_gpt2", "load_weights_into_gpt", "pretrained_gpt2_config"]
+__all__ = ["assign", "download_and_load_gpt2", "gpt_to_hf_state_dict", "load_pretrained_gpt2", "load_weights_into_gpt",
+           "pretrained_gpt2_config"]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")  # torch.save files; anything else is read as safetensors
 _IGNORED = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|att\.mask)$")  # buffers of HF GPT-2 / GPTModel
@@ -250,8 +251,16 @@ def _open_tensors(paths):
             file.close()
 
 
-def _infer_config(shapes: dict, files) -> dict:
-    """Match a checkpoint to a GPT-2 size by its shapes: width and depth pick the size (and so the heads)."""
+# Known configs whose width and depth give the number of heads of a file that has no config: GPT-2's sizes, and the
+# course's tiny GPT (pretrain --tiny, the notebooks' quick runs).
+_KNOWN_CONFIGS = {**{f"GPT-2 {size}": cfg for size, cfg in GPT2_CONFIGS.items()}, "GPT_CONFIG_TINY": GPT_CONFIG_TINY}
+
+
+def _infer_config(shapes: dict, files, n_heads=None) -> dict:
+    """A config from a checkpoint's shapes: the vocabulary and the context from the embeddings, the width, the
+    depth (blocks counted) and the query/key/value biases (present or not). The tensors do not show the number of
+    heads: ``n_heads`` when given, else the heads of the known config (GPT-2 sizes, ``GPT_CONFIG_TINY``) of the
+    same width and depth, else a ``ValueError`` that asks for ``n_heads``."""
     book = "tok_emb.weight" in shapes
     emb, pos = ("tok_emb.weight", "pos_emb.weight") if book else ("wte.weight", "wpe.weight")
     if emb not in shapes or pos not in shapes:
@@ -260,17 +269,27 @@ def _infer_config(shapes: dict, files) -> dict:
     (vocab_size, emb_dim), (context_length, _) = shapes[emb], shapes[pos]
     block = re.compile(r"trf_blocks\.(\d+)\." if book else r"h\.(\d+)\.")
     n_layers = len({m.group(1) for key in shapes if (m := block.match(key))})
-    sizes = [s for s, c in GPT2_CONFIGS.items() if (c["emb_dim"], c["n_layers"]) == (emb_dim, n_layers)]
-    if not sizes:
-        known = "; ".join(f"{s}: emb_dim={c['emb_dim']}, n_layers={c['n_layers']}" for s, c in GPT2_CONFIGS.items())
-        raise ValueError(
-            f"{files[0]} matches no GPT-2 size: found emb_dim={emb_dim}, n_layers={n_layers}, "
-            f"vocab_size={vocab_size}, context_length={context_length} (GPT-2 sizes: {known}). "
-            "Put its config.json next to it and pass the folder, or pass cfg=..."
-        )
+    found = (f"emb_dim={emb_dim}, n_layers={n_layers}, vocab_size={vocab_size}, "
+             f"context_length={context_length}")
+    known = [c for c in (_KNOWN_CONFIGS.values() if book else GPT2_CONFIGS.values())
+             if (c["emb_dim"], c["n_layers"]) == (emb_dim, n_layers)]
+    if n_heads is None and not known:
+        if not book:
+            sizes = "; ".join(f"{s}: emb_dim={c['emb_dim']}, n_layers={c['n_layers']}" for s, c in GPT2_CONFIGS.items())
+            raise ValueError(f"{files[0]} matches no GPT-2 size: found {found} (GPT-2 sizes: {sizes}). "
+                             "Put its config.json next to it and pass the folder, or pass cfg=...")
+        configs = "; ".join(f"{name}: emb_dim={c['emb_dim']}, n_layers={c['n_layers']}"
+                            for name, c in _KNOWN_CONFIGS.items())
+        raise ValueError(f"{files[0]} is a GPTModel with {found} (read from its tensors), but the tensors do not "
+                         f"show the number of attention heads and no known config has this width and depth "
+                         f"({configs}): {PASS_N_HEADS}")
     qkv_bias = not book or "trf_blocks.0.att.W_query.bias" in shapes
-    return {**GPT2_CONFIGS[sizes[0]], "vocab_size": vocab_size, "context_length": context_length,
-            "qkv_bias": qkv_bias, "drop_rate": 0.0}
+    return {**GPT_CONFIG_TINY, "emb_dim": emb_dim, "n_layers": n_layers,
+            "n_heads": n_heads if n_heads is not None else known[0]["n_heads"], "vocab_size": vocab_size,
+            "context_length": context_length, "qkv_bias": qkv_bias, "drop_rate": 0.0}
+
+
+PASS_N_HEADS = "pass n_heads=N (a divisor of emb_dim), or cfg=..."  # the CLI names its flag instead
 
 
 class PlanEntry(NamedTuple):
@@ -371,7 +390,7 @@ def _check(plan, shapes, files, cfg):
 
 def load_pretrained_gpt2(source, cfg: dict | None = None, *, attn_impl: str | None = None,
                          dtype: torch.dtype | None = None, cache_dir=None, endpoint: str | None = None,
-                         local_files_only: bool | None = None) -> GPTModel:
+                         local_files_only: bool | None = None, n_heads: int | None = None) -> GPTModel:
     """A ``GPTModel`` holding pretrained GPT-2 weights, in eval mode (ch05_pretraining, 5.5).
 
     ``source`` is one of
@@ -383,7 +402,9 @@ def load_pretrained_gpt2(source, cfg: dict | None = None, *, attn_impl: str | No
     - a ``.safetensors`` file in Hugging Face's GPT-2 layout, or a ``.pth`` / ``.pt`` state dict of ``GPTModel``
       (``torch.save(model.state_dict(), path)`` or the book's ``{"model_state_dict": ...}`` checkpoint): the
       size is recognised by the tensors' shapes (width and number of layers; vocabulary and context length are
-      read from the embeddings, query/key/value biases from their presence).
+      read from the embeddings, query/key/value biases from their presence). A ``GPTModel`` of another width
+      and depth (a plain ``torch.save(model.state_dict(), path)`` of your own config) needs ``n_heads``: the
+      tensors show every other size but not the number of heads (the course's ``GPT_CONFIG_TINY`` is known).
 
     ``cfg`` overrides the config (for a model that is no GPT-2 size). ``attn_impl="sdpa"`` picks the fast
     attention; ``dtype`` (e.g. ``torch.bfloat16``) converts each tensor as it is read. Errors name the problem:
@@ -394,7 +415,10 @@ def load_pretrained_gpt2(source, cfg: dict | None = None, *, attn_impl: str | No
     with _open_tensors(files) as (shapes, read, saved_config):
         hf = "tok_emb.weight" not in shapes
         cfg = cfg or saved_config
-        cfg = dict(cfg) if cfg is not None else _infer_config(shapes, files)
+        if cfg is not None and n_heads is not None and cfg.get("n_heads") != n_heads:
+            raise ValueError(f"n_heads={n_heads}, but the config of {files[0]} has n_heads={cfg.get('n_heads')}: "
+                             "leave n_heads out (it is only for a file without a config)")
+        cfg = dict(cfg) if cfg is not None else _infer_config(shapes, files, n_heads)
         if attn_impl is not None:
             cfg["attn_impl"] = attn_impl
         if hf and not cfg.get("qkv_bias"):
@@ -446,6 +470,83 @@ def assign(left, right):
     return torch.nn.Parameter(torch.as_tensor(right).clone().detach())
 
 
+def _check_gpt2_params(params):
+    """A ``ValueError`` naming the fix unless ``params`` holds GPT-2's tensors under Hugging Face's names or is the
+    book's nested ``params`` of ``download_and_load_gpt2``; to the latter, Hugging Face's names are added (the
+    same arrays, as tensors sharing their memory), which is the layout ``load_weights_into_gpt`` reads."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of GPT-2's tensors, got {type(params).__name__}: use "
+                         "safetensors.torch.load_file('model.safetensors') or download_and_load_gpt2(...)[1]")
+    if {"blocks", "wte", "wpe", "g", "b"} <= set(params):  # the book's layout (OpenAI's TensorFlow checkpoint)
+        params.update(_book_params_to_hf(params))
+    names = {key.removeprefix("transformer.") for key in params}
+    if "tok_emb.weight" in names:
+        raise ValueError("params holds GPTModel's own names (a state dict of this package): load it with "
+                         "gpt.load_state_dict(params) or load_pretrained_gpt2(path)")
+    if not {"wte.weight", "wpe.weight", "h.0.attn.c_attn.weight"} <= names:
+        raise ValueError(f"params holds no GPT-2 tensors under Hugging Face's names (wte.weight, h.0.attn.c_attn."
+                         f"weight, ...; found e.g. {sorted(names)[:3]}): use safetensors.torch.load_file("
+                         "'model.safetensors') or download_and_load_gpt2(...)[1]")
+
+
+def _book_params_to_hf(params) -> dict:
+    """The book's nested ``params`` under Hugging Face's flat names (``h.0.attn.c_attn.weight``...): the same
+    arrays, as tensors (``torch.as_tensor`` shares a NumPy array's memory)."""
+    flat = {"wte.weight": params["wte"], "wpe.weight": params["wpe"], "ln_f.weight": params["g"],
+            "ln_f.bias": params["b"]}
+    for i, block in enumerate(params["blocks"]):
+        for part, layers in (("attn", ("c_attn", "c_proj")), ("mlp", ("c_fc", "c_proj"))):
+            for layer in layers:
+                flat[f"h.{i}.{part}.{layer}.weight"] = block[part][layer]["w"]
+                flat[f"h.{i}.{part}.{layer}.bias"] = block[part][layer]["b"]
+        for norm in ("ln_1", "ln_2"):
+            flat[f"h.{i}.{norm}.weight"], flat[f"h.{i}.{norm}.bias"] = block[norm]["g"], block[norm]["b"]
+    return {name: torch.as_tensor(value) for name, value in flat.items()}
+
+
+def download_and_load_gpt2(model_size, models_dir, *, endpoint: str | None = None,
+                           local_files_only: bool | None = None):
+    """The book's ``settings, params = download_and_load_gpt2(model_size="124M", models_dir="gpt2")``
+    (ch05_pretraining, 5.5), from Hugging Face's ``model.safetensors`` instead of OpenAI's TensorFlow checkpoint
+    (no TensorFlow needed; the weights are the same).
+
+    - ``model_size``: ``"124M"``, ``"355M"``, ``"774M"`` or ``"1558M"`` (a ``ValueError`` otherwise).
+    - ``models_dir``: where the downloads are cached (``download_gpt2``'s ``cache_dir``: Hugging Face's cache
+      layout inside it, not the book's ``models_dir/124M/`` files); a second call downloads nothing.
+    - Returns the book's two values. ``settings``: the book's ``hparams.json``, ``{"n_vocab", "n_ctx", "n_embd",
+      "n_head", "n_layer"}`` (from ``config.json``). ``params``: the book's nested dict of NumPy float arrays in
+      the checkpoint's shapes: ``"blocks"`` (one dict a block: ``"attn"`` and ``"mlp"`` with ``"c_attn"``,
+      ``"c_proj"``, ``"c_fc"`` as ``{"w", "b"}``, ``w`` stored (in, out); ``"ln_1"``, ``"ln_2"`` as
+      ``{"g", "b"}``), ``"b"`` and ``"g"`` (the final layer norm), ``"wpe"``, ``"wte"``.
+
+    ``load_weights_into_gpt(gpt, params)`` takes these ``params`` as the book's does. Beyond the book:
+    ``endpoint`` and ``local_files_only`` are passed to ``download_gpt2``. ``load_pretrained_gpt2(model_size)``
+    gives the loaded model directly, with half the memory.
+    """
+    path = download_gpt2(model_size, cache_dir=models_dir, endpoint=endpoint, local_files_only=local_files_only)
+    cfg = _config_from_json(path.parent / "config.json")
+    settings = {"n_vocab": cfg["vocab_size"], "n_ctx": cfg["context_length"], "n_embd": cfg["emb_dim"],
+                "n_head": cfg["n_heads"], "n_layer": cfg["n_layers"]}
+    with _open_tensors([path]) as (shapes, read, _):
+        plan = _hf_plan(pretrained_gpt2_config(model_size) | {key: cfg[key] for key in (
+            "vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")})
+        _check(plan, shapes, [path], cfg)
+
+        def array(name):
+            return read(name).numpy()
+
+        def weight_and_bias(prefix, w="w"):
+            return {w: array(prefix + ".weight"), "b": array(prefix + ".bias")}
+
+        blocks = [{"attn": {layer: weight_and_bias(f"h.{i}.attn.{layer}") for layer in ("c_attn", "c_proj")},
+                   "mlp": {layer: weight_and_bias(f"h.{i}.mlp.{layer}") for layer in ("c_fc", "c_proj")},
+                   "ln_1": weight_and_bias(f"h.{i}.ln_1", "g"), "ln_2": weight_and_bias(f"h.{i}.ln_2", "g")}
+                  for i in range(cfg["n_layers"])]
+        params = {"blocks": blocks, "b": array("ln_f.bias"), "g": array("ln_f.weight"),
+                  "wpe": array("wpe.weight"), "wte": array("wte.weight")}  # the book's order of keys
+    return settings, params
+
+
 def load_weights_into_gpt(gpt, params):
     """Copy GPT-2's weights ``params`` into the book's ``GPTModel`` ``gpt``, tensor by tensor (ch05_pretraining, 5.5).
 
@@ -454,7 +555,11 @@ def load_weights_into_gpt(gpt, params):
     checkpoint: ``c_attn`` packs query, key and value along its last dimension, and the ``Conv1D`` weights are
     stored (in, out), so they are transposed for ``nn.Linear``. GPT-2 ties the output head to the token
     embedding, so ``out_head`` gets ``wte``. ``load_pretrained_gpt2`` does the same with less memory.
+
+    The book's nested ``params`` of ``download_and_load_gpt2`` work too: the leading check adds Hugging Face's
+    names to that dict (the same arrays); anything else is a ``ValueError`` that says what to pass.
     """
+    _check_gpt2_params(params)  # beyond the book: the book's nested params too, a clear error for others
     params = {key.removeprefix("transformer."): value for key, value in params.items()}
     gpt.pos_emb.weight = assign(gpt.pos_emb.weight, params["wpe.weight"])
     gpt.tok_emb.weight = assign(gpt.tok_emb.weight, params["wte.weight"])

@@ -11,7 +11,9 @@ exercise 7.1's ``prompt_style`` (keyword-only), which picks the prompt function 
 - 7.3 ``InstructionDataset`` (pre-tokenized prompt + response), ``custom_collate_draft_1`` (padding),
   ``custom_collate_draft_2`` (+ targets shifted by one), ``custom_collate_fn`` (+ ``-100`` over the padding after
   the first ``<|endoftext|>``, + ``allowed_max_length``);
-- 7.7 ``extract_response``: the book's ``generated_text[len(input_text):].replace("### Response:", "").strip()``.
+- 7.7 ``extract_response``: the book's ``generated_text[len(input_text):].replace("### Response:", "").strip()``,
+  the course's one response post-processor (``llmscratch.batched_generation.response_text`` decodes token ids and
+  calls it).
 
 Exercise 7.1 (the Phi-3 prompt) is an option of the same code: ``format_input_phi`` and ``prompt_style="phi3"``
 (keyword-only) in ``InstructionDataset`` and ``extract_response``; :data:`PROMPT_STYLES` maps each style to its
@@ -248,7 +250,7 @@ def _check_generated(generated_text, input_text, prompt_style):
 def extract_response(generated_text, input_text, *, prompt_style="alpaca"):
     """The model's answer: the generated text after the prompt, without the response header (``### Response:``,
     or ``<|assistant|>:`` for ``prompt_style="phi3"``) and the surrounding white space
-    (ch07_finetune_instructions, 7.7)."""
+    (ch07_finetune_instructions, 7.7). The batched path (``generate_responses``) post-processes with it too."""
     _check_generated(generated_text, input_text, prompt_style)  # beyond the book: the text and its prompt match
     response_text = (
         generated_text[len(input_text):]

@@ -148,11 +148,14 @@ def instruction_responses(model, tokenizer, entries, *, prompt_style="alpaca", m
     the model in eval mode first.
     """
     _check_prompt_style(prompt_style)
+    if isinstance(entries, (str, dict)) or not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError(f"entries must be a non-empty list of dicts with 'instruction' and 'input' (e.g. the test "
+                         f"part of split_instruction_data), got {type(entries).__name__}")
     style = PROMPT_STYLES[prompt_style]
     prompts = [style.format_input(entry) for entry in entries]
     return generate_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                               context_size=model.pos_emb.num_embeddings, eos_id=GPT2_ENDOFTEXT_ID,
-                              batch_size=batch_size, response_marker=style.response_header, progress=progress)
+                              batch_size=batch_size, prompt_style=prompt_style, progress=progress)
 
 
 __all__ = ["INSTRUCTION_MODEL_KIND", "TINY_INSTRUCTION_CONFIG", "build_instruction_model", "check_base",
