@@ -418,7 +418,7 @@ def test_no_connection_says_what_to_do(hub, tmp_path):
 def test_books_load_weights_into_gpt_gives_the_loaders_model(tiny):
     """``assign``/``load_weights_into_gpt`` over Hugging Face's layout = ``load_pretrained_gpt2``, logit for logit."""
     from llmscratch.gpt import GPTModel
-    from llmscratch.gpt2_weights import load_weights_into_gpt
+    from llmscratch.gpt2_book_loading import load_weights_into_gpt
 
     hf, folder = tiny
     reference = load_pretrained_gpt2(folder)
@@ -432,7 +432,7 @@ def test_books_load_weights_into_gpt_gives_the_loaders_model(tiny):
 
 
 def test_assign_names_both_shapes():
-    from llmscratch.gpt2_weights import assign
+    from llmscratch.gpt2_book_loading import assign
 
     with pytest.raises(ValueError, match=r"Shape mismatch. Left: torch.Size\(\[2, 3\]\), Right: torch.Size\(\[3, 2\]\)"):
         assign(torch.zeros(2, 3), torch.zeros(3, 2))

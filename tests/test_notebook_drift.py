@@ -31,9 +31,11 @@ NOTEBOOK_MODULES = {
     "ch04_gpt_model/ch04_gpt_model.ipynb": ["llmscratch.gpt", "llmscratch.gpt_demo", "llmscratch.kv_cache"],
     "ch04_gpt_model/exercises.ipynb": ["llmscratch.gpt"],
     "ch05_pretraining/ch05_pretraining.ipynb": [
-        "llmscratch.pretraining", "llmscratch.decoding", "llmscratch.checkpoints", "llmscratch.gpt2_weights",
+        "llmscratch.pretraining", "llmscratch.decoding", "llmscratch.checkpoints", "llmscratch.gpt2_book_loading",
     ],
-    "ch05_pretraining/exercises.ipynb": ["llmscratch.pretraining", "llmscratch.decoding", "llmscratch.gpt2_weights"],
+    "ch05_pretraining/exercises.ipynb": [
+        "llmscratch.pretraining", "llmscratch.decoding", "llmscratch.gpt2_book_loading",
+    ],
     "ch05_pretraining/appendix_d_training_loop.ipynb": ["llmscratch.train_advanced", "llmscratch.pretraining"],
     "ch06_finetune_classification/ch06_finetune_classification.ipynb": ["llmscratch.classification"],
     "ch06_finetune_classification/exercises.ipynb": ["llmscratch.classification"],

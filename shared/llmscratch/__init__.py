@@ -39,9 +39,8 @@ from .gpt import (
     FeedForward, GPTModel, GPTModelFast, LayerNorm, TransformerBlock, generate_text_simple,
 )
 from .gpt2_download import GPT2_REPOS, download_gpt2
-from .gpt2_weights import (
-    assign, download_and_load_gpt2, load_pretrained_gpt2, load_weights_into_gpt, pretrained_gpt2_config,
-)
+from .gpt2_book_loading import assign, download_and_load_gpt2, load_weights_into_gpt
+from .gpt2_weights import load_pretrained_gpt2, pretrained_gpt2_config
 from .gpt_demo import DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, ExampleDeepNeuralNetwork
 from .kv_cache import generate_text_simple_cached
 from .pretraining import (
