@@ -2,8 +2,9 @@
 CSV files, the three loaders, and a test set with the natural share of spam.
 
 Introduced in ch06_finetune_classification (6.2, 6.3). The book downloads and unzips the SMS Spam Collection
-itself (``download_and_unzip_spam_data``); here ``get_data("sms-spam-collection")`` fetches it (cached, checked
-against its sha256, from the offline mirror when there is one) and ``load_spam_data`` reads it as the book does.
+itself (``download_and_unzip_spam_data``, kept here under the book's name and signature, backed by the course's
+verified download); ``get_data("sms-spam-collection")`` fetches it (cached, checked against its sha256, from the
+offline mirror when there is one) and ``load_spam_data`` reads it as the book does.
 The book's balancing, split and data set (``create_balanced_dataset``, ``random_split``, ``SpamDataset``) live
 in ``llmscratch.classification``; the whole preparation is::
 
@@ -18,6 +19,8 @@ precision, recall and F1 that say what a user of the filter would see.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,8 +28,10 @@ from torch.utils.data import DataLoader
 
 from .bpe_gpt2 import GPT2_ENDOFTEXT_ID
 from .classification import SpamDataset, create_balanced_dataset, random_split
-from .data import get_data
+from .data import DATA_FILES, fetch, get_data, sha256_of
 from .files import atomic_write
+from .gpt2_tokenizer import allowing_endoftext
+from .settings import get_settings
 
 SPAM_DATA = "sms-spam-collection"  # the registry's name (llmscratch.data.DATA_FILES)
 LABEL_IDS = {"ham": 0, "spam": 1}  # the book's mapping, after balancing
@@ -123,14 +128,16 @@ def create_spam_loaders(csv_files, tokenizer, batch_size=8, max_length=None, pad
 
     ``max_length=None`` pads every set to the training set's longest text (120 tokens for the book's split;
     longer texts of the other sets are truncated); ``max_length=1024`` pads to GPT-2's whole context (exercise
-    6.1). Seed first (``torch.manual_seed(123)``, as the book) for the book's shuffle order. Returns a tuple of
-    loaders, in the order of ``csv_files``.
+    6.1). Seed first (``torch.manual_seed(123)``, as the book) for the book's shuffle order. A tiktoken
+    ``tokenizer`` encodes ``<|endoftext|>`` in a message as the special token (``allowing_endoftext``). Returns a
+    tuple of loaders, in the order of ``csv_files``.
     """
     csv_files = list(csv_files)
     if not csv_files:
         raise ValueError("give at least one CSV file, the training set first")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    tokenizer = allowing_endoftext(tokenizer)  # a message may quote <|endoftext|>: the special token
     train_dataset = SpamDataset(csv_file=csv_files[0], max_length=max_length, tokenizer=tokenizer,
                                 pad_token_id=pad_token_id)
     datasets = [train_dataset] + [
@@ -144,3 +151,39 @@ def create_spam_loaders(csv_files, tokenizer, batch_size=8, max_length=None, pad
     if len(loaders[0]) == 0:
         raise ValueError(f"the training set has {len(train_dataset)} texts, fewer than one batch of {batch_size}")
     return tuple(loaders)
+
+
+def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path):
+    """The book's listing 6.1 under its name and signature, backed by the course's verified download: the SMS
+    Spam Collection from ``url`` saved as ``data_file_path`` (ch06_finetune_classification, 6.2).
+
+    As in the book, a file already at ``data_file_path`` is kept (when its sha256 is the registry's; a damaged
+    one is fetched again), and the member ``SMSSpamCollection`` of the zip is saved with a ``.tsv`` extension.
+    The fetch is the data registry's (``llmscratch.data.fetch`` with the entry ``"sms-spam-collection"`` and
+    this ``url``): the offline mirror (``LLMSCRATCH_DATA_MIRROR``) when it holds the file, otherwise ``url``,
+    with a timeout and retries; the member's sha256 is checked before anything is kept, and a failure is a
+    ``DataDownloadError`` (``DataChecksumError`` for a wrong file) that says what to do. The zip is unpacked in a
+    staging folder inside ``extracted_path`` and deleted there, so nothing is written at ``zip_path`` (kept for
+    the book's signature). Paths are printed relative to the current folder.
+    """
+    entry = dataclasses.replace(DATA_FILES[SPAM_DATA], url=url)
+    data_file_path = Path(data_file_path)
+    try:
+        shown = os.path.relpath(data_file_path)
+    except ValueError:  # another drive (Windows)
+        shown = str(data_file_path)
+    if data_file_path.is_file() and sha256_of(data_file_path) == entry.sha256:
+        print(f"{shown} already exists. Skipping download and extraction.")
+        return
+
+    # Downloading and unzipping the file: the registry's fetch (cache in extracted_path, offline mirror, url)
+    mirror = get_settings().data_mirror
+    from_mirror = mirror is not None and (Path(mirror) / entry.filename).is_file()
+    fetched = fetch(entry, extracted_path, mirror)
+
+    # Add .tsv file extension (the registry's file name has it; move the file where the caller wants it)
+    if fetched.resolve() != data_file_path.resolve():
+        data_file_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(fetched, data_file_path)
+    source = "copied from the offline mirror (LLMSCRATCH_DATA_MIRROR)" if from_mirror else "downloaded"
+    print(f"File {source} and saved as {shown}")
