@@ -5,7 +5,6 @@ No timing is asserted: the timer is replaced where a test needs known durations,
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import statistics
 import sys
@@ -14,28 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark_scripts import BENCHMARKS, load_script
 from llmscratch import benchmarking
 from llmscratch.gpt import GPT_CONFIG_TINY
 from llmscratch.precision import choose_training_precision
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 CFG = {**GPT_CONFIG_TINY, "context_length": 16}  # the package's tiny GPT, 16 positions
 PROMPT, NEW_TOKENS = [1, 2, 3], 5  # 5 new tokens: the warm-up calls generate 2, so timed calls are told apart
 COLUMNS = ["implementation", "new_tokens", "repeats", "seconds", "tokens_per_s", "speedup_vs_no_cache",
            "vs_transformers", "same_tokens"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-def load_script(name):
-    """A script of benchmarks/ as a module (benchmarks/ is not a package; its scripts import ``_clone``)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- compare_generation: interleaved repeats, median -------------------------------------------------------

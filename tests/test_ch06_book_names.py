@@ -4,12 +4,7 @@ book's name and signature, backed by the data registry's verified fetch (offline
 from __future__ import annotations
 
 import inspect
-import io
 import os
-import threading
-import zipfile
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +12,7 @@ import pytest
 from llmscratch.classification_data import download_and_unzip_spam_data, load_spam_data
 from llmscratch.data import DATA_FILES, DataChecksumError, DataDownloadError, sha256_of
 from llmscratch.settings import get_settings
+from local_http import server, zipped  # noqa: F401 (server is a fixture)
 
 BOOK_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SPAM = DATA_FILES["sms-spam-collection"]
@@ -27,44 +23,6 @@ def mirror_file() -> Path:
     if not mirror or not (Path(mirror) / SPAM.filename).is_file():
         pytest.skip("LLMSCRATCH_DATA_MIRROR does not hold the SMS Spam Collection (CI sets it)")
     return Path(mirror) / SPAM.filename
-
-
-def zipped(member: str, content: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(member, content)
-    return buffer.getvalue()
-
-
-class Handler(BaseHTTPRequestHandler):
-    """GET /path answers the bytes in ``server.routes[path]``, or 404."""
-
-    def do_GET(self) -> None:
-        body = self.server.routes.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.routes = {}
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -110,7 +68,7 @@ def test_downloads_from_the_url_and_saves_where_asked(settings_env, tmp_path, se
     source = mirror_file()
     content = source.read_bytes()
     settings_env.delenv("LLMSCRATCH_DATA_MIRROR", raising=False)
-    server.routes["/sms+spam+collection.zip"] = zipped(SPAM.zip_member, content)
+    server.routes["/sms+spam+collection.zip"] = [(200, zipped(SPAM.zip_member, content), None)]
     zip_path, extracted_path, _ = book_paths(tmp_path)
     data_file_path = tmp_path / "elsewhere" / "spam.tsv"  # any name: the book renames the member
 
@@ -147,7 +105,7 @@ def test_a_bad_url_fails_clearly_and_keeps_nothing(settings_env, tmp_path, serve
 
 def test_a_url_serving_another_file_fails_on_the_sha256(settings_env, tmp_path, server):
     settings_env.delenv("LLMSCRATCH_DATA_MIRROR", raising=False)
-    server.routes["/other.zip"] = zipped(SPAM.zip_member, b"ham\tnot the collection\n")
+    server.routes["/other.zip"] = [(200, zipped(SPAM.zip_member, b"ham\tnot the collection\n"), None)]
     zip_path, extracted_path, data_file_path = book_paths(tmp_path)
 
     with pytest.raises(DataChecksumError, match="sha256 mismatch"):

@@ -6,14 +6,13 @@ No GPU is needed: torch.cuda's answers are replaced, so these tests run the same
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from benchmark_scripts import load_script
 from llmscratch import benchmarking, precision
 from llmscratch.precision import (
     benchmark_dtypes,
@@ -24,18 +23,7 @@ from llmscratch.precision import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-
-def load_script(name):
-    """A script of benchmarks/ as a module (benchmarks/ is not a package; its scripts import ``_clone``)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"precision_benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
 
 CUDA = torch.device("cuda")
 # name, compute capability, native bf16, bf16 with emulation (torch >= 2.4 emulates it on older GPUs)
