@@ -148,6 +148,7 @@ def saved_version(path: Path) -> tuple[int, int]:
     return stat.st_ino, stat.st_mtime_ns
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_last_checkpoint(trained):
     before = saved_version(trained / "run" / "checkpoint.pt")
     proc = subprocess.Popen([sys.executable, "-m", "llmscratch", "pretrain", "--epochs", "50", "--out", "run",

@@ -91,6 +91,7 @@ def test_a_folder_of_another_command_is_refused(main, tmp_path, command, other_f
 # --- bug 7: interrupted runs can be finished --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_classifier_interrupted_after_saving_is_finished_by_resume(tmp_path):
     """SIGINT right after classifier.pt is written: the message says it is saved, --resume writes the rest."""
     result = run_driver(tmp_path, "cli_classifier.save_classifier", *CLASSIFIER)
@@ -110,6 +111,7 @@ def test_classifier_interrupted_after_saving_is_finished_by_resume(tmp_path):
     assert complete.returncode == 0 and "the run in run is complete" in complete.stderr
 
 
+@pytest.mark.slow
 def test_classifier_interrupted_after_an_epoch_resumes_its_training(tmp_path):
     """finetune-classifier saves a checkpoint after every epoch; --resume continues from it and gives the
     uninterrupted run's classifier."""
@@ -131,6 +133,7 @@ def test_classifier_interrupted_after_an_epoch_resumes_its_training(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_instructions_interrupted_during_the_responses_are_finished_by_resume(tmp_path):
     """SIGINT while the test responses are generated: --resume writes them from the saved model."""
     (tmp_path / "mine.json").write_text(json.dumps(synthetic_entries(12)), encoding="utf-8")
@@ -149,6 +152,7 @@ def test_instructions_interrupted_during_the_responses_are_finished_by_resume(tm
     assert info["epochs"] == 2 and [entry["output"] for entry in responses] == ["10"]
 
 
+@pytest.mark.slow
 def test_instructions_interrupted_after_an_epoch_resume_their_training(tmp_path):
     (tmp_path / "mine.json").write_text(json.dumps(synthetic_entries(12)), encoding="utf-8")
     result = run_driver(tmp_path, "ResumableRun.save", *INSTRUCTIONS)

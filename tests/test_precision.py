@@ -217,6 +217,7 @@ def test_attention_speed_script_says_which_dtypes(capsys):
     assert re.fullmatch(r"speedup: \d+\.\d\dx", out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_train_speed_fp16_path_with_a_gradient_scaler(capsys):
     """The T4's training path (fp16 autocast + GradScaler), run on the CPU with a tiny GPT."""
     script = load_script("train_speed")
