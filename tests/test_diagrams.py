@@ -125,6 +125,20 @@ def test_each_chapter_shows_its_diagrams(folder):
         assert f"{folder}/figures/{name}.svg" in shown, f"{folder} does not show {name}.svg"
 
 
+# The diagrams each appendix notebook must show (issue 22: appendix A's graph, training loop and DDP).
+REQUIRED_IN_APPENDICES = {
+    "ch01_intro/appendix_a_pytorch.ipynb": ["computation_graph", "training_loop_pytorch", "ddp"],
+}
+
+
+@pytest.mark.parametrize("notebook", sorted(REQUIRED_IN_APPENDICES))
+def test_each_appendix_shows_its_diagrams(notebook):
+    shown = {arg for _, func, arg in shown_diagrams(REPO_ROOT / notebook) if func == "show_diagram"}
+    folder = notebook.split("/")[0]
+    for name in REQUIRED_IN_APPENDICES[notebook]:
+        assert f"{folder}/figures/{name}.svg" in shown, f"{notebook} does not show {name}.svg"
+
+
 def test_every_figure_file_is_shown_somewhere():
     shown = {arg for path in NOTEBOOKS for _, func, arg in shown_diagrams(path) if func == "show_diagram"}
     for figure in FIGURES:
