@@ -178,3 +178,27 @@ def test_train_speed_bad_device_is_one_line():
 def test_train_speed_stays_short():
     """Read in one sitting: the script was 477 lines before the fast path became one named choice."""
     assert len((BENCHMARKS / "train_speed.py").read_text(encoding="utf-8").splitlines()) < 270
+
+
+# --- ddp_scaling.py: tokens/s on 1 and N processes, side by side ---------------------------------------------
+
+@pytest.mark.slow
+def test_ddp_scaling_script(capsys):
+    """Two real torchrun launches (1 and 2 processes, gloo), 2 tiny steps each."""
+    script = load_script("ddp_scaling")
+    assert script.main(["--device", "cpu", "--config", "tiny", "--context-length", "16", "--steps", "2",
+                        "--warmup", "1", "--repeats", "1", "--threads", "1", "--batch-size", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("machine: CPU: ") and line.endswith("backend gloo") for line in lines), lines
+    assert re.fullmatch(r"\s+2\s+64\s+\d+\.\d\d\s+[\d,]+", lines[-3])  # 2 processes x 2 windows x 16 tokens
+    assert re.fullmatch(r"speedup: \d+\.\d\dx \(2 processes over 1\)", lines[-2])
+    assert re.fullmatch(r"scaling efficiency: \d+% \(speedup / 2; 100% is perfect scaling\)", lines[-1])
+
+
+@pytest.mark.parametrize("args, fragment", [(["--device", "tpu"], "tpu"), (["--nproc", "1"], "--nproc >= 2")])
+def test_ddp_scaling_bad_arguments_are_one_line(capsys, args, fragment):
+    script = load_script("ddp_scaling")
+    with pytest.raises(SystemExit) as raised:
+        script.parse_args(args)
+    message = str(raised.value.code) if raised.value.code != 2 else capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ddp_scaling.py: error:" in message and fragment in message
