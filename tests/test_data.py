@@ -55,6 +55,7 @@ def test_registry_names_and_filenames() -> None:
         "the-verdict": "the-verdict.txt",
         "sms-spam-collection": "SMSSpamCollection.tsv",
         "instruction-data": "instruction-data.json",
+        "instruction-data-with-preference": "instruction-data-with-preference.json",
         "tinyshakespeare": "tinyshakespeare.txt",
         "alpaca-52k": "alpaca_data.json",
     }

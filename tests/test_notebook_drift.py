@@ -23,6 +23,7 @@ from notebook_conventions import REPO_ROOT, cell_source, load_notebook
 # The package modules each notebook teaches, in the order a name is looked up.
 NOTEBOOK_MODULES = {
     "ch01_intro/ch01_intro.ipynb": [],
+    "ch01_intro/appendix_a_pytorch.ipynb": ["llmscratch.appendix_a", "llmscratch.ddp_script"],
     "ch02_text_data/ch02_text_data.ipynb": ["llmscratch.tokenizers", "llmscratch.dataloader"],
     "ch02_text_data/bpe_from_scratch.ipynb": ["llmscratch.bpe", "llmscratch.bpe_gpt2"],
     "ch02_text_data/exercises.ipynb": ["llmscratch.tokenizers", "llmscratch.dataloader"],
@@ -47,10 +48,12 @@ NOTEBOOK_MODULES = {
     "ch07_finetune_instructions/exercises.ipynb": [
         "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.instruction_data", "llmscratch.judge",
     ],
+    "ch07_finetune_instructions/dpo_preference_tuning.ipynb": ["llmscratch.dpo", "llmscratch.prompt_formats"],
 }
 
 # What each notebook must teach (guards against this test passing because nothing was compared).
 TAUGHT = {
+    "ch01_intro/appendix_a_pytorch.ipynb": {"NeuralNetwork", "ToyDataset", "compute_accuracy"},
     "ch02_text_data/ch02_text_data.ipynb": {
         "SimpleTokenizerV1", "SimpleTokenizerV2", "GPTDatasetV1", "create_dataloader_v1",
     },
@@ -78,6 +81,11 @@ TAUGHT = {
     },
     "ch07_finetune_instructions/exercises.ipynb": {
         "format_input_phi", "InstructionDatasetWithMasking", "custom_collate_with_masking_fn",
+    },
+    "ch07_finetune_instructions/dpo_preference_tuning.ipynb": {
+        "format_input", "PreferenceDataset", "custom_collate_fn", "decode_tokens_from_batch", "compute_dpo_loss",
+        "compute_logprobs", "compute_dpo_loss_batch", "compute_dpo_loss_loader", "evaluate_dpo_loss_loader",
+        "train_model_dpo_simple",
     },
 }
 

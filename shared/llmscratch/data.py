@@ -151,6 +151,14 @@ _REGISTRY = (
         description="1,100 instruction examples {instruction, input, output}",
     ),
     DataFile(
+        name="instruction-data-with-preference",
+        filename="instruction-data-with-preference.json",
+        url="https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/04_preference-tuning-with-dpo/"
+            "instruction-data-with-preference.json",
+        sha256="305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+        description="the 1,100 instructions with a polite 'chosen' and an impolite 'rejected' response; DPO (ch07)",
+    ),
+    DataFile(
         name="tinyshakespeare",
         filename="tinyshakespeare.txt",
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
