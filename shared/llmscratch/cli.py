@@ -1,12 +1,15 @@
 """The course's command line: ``python -m llmscratch pretrain | generate | download`` (ch05_pretraining), and
 ``finetune-classifier | classify`` (ch06_finetune_classification, in :mod:`llmscratch.cli_classifier`) and
-``finetune-instructions | evaluate | chat`` (ch07_finetune_instructions, in :mod:`llmscratch.cli_instructions`).
+``finetune-instructions | evaluate | chat`` (ch07_finetune_instructions, in :mod:`llmscratch.cli_instructions`),
+``finetune-preferences`` (the book's DPO bonus of chapter 7, in :mod:`llmscratch.cli_preferences`), and
+``app``, a web page for the models of all three (in :mod:`llmscratch.cli_app`).
 
 Progress (training lines, bars) goes to stderr, results to stdout. Every argument is checked before any work
 starts (:mod:`llmscratch.cli_checks`): bad input gets a one-line ``error: ...`` and exit code 2, never a
 traceback. ``pretrain`` locks its output folder (:mod:`llmscratch.run_lock`), saves the checkpoint atomically
 after every epoch before anything optional (sample, plot), and an interrupted run keeps its last checkpoint
-intact and exits with 130.
+intact and exits with 130. Under ``torchrun`` (several processes, GPUs or machines) ``pretrain`` trains with
+``DistributedDataParallel`` (:mod:`llmscratch.distributed`): rank 0 locks the folder, prints and saves.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,14 +33,22 @@ from .checkpoints import describe_kind, read_training_state
 from .cli_checks import (DEFAULTS, RUN_SETTINGS, SIZES, TEXT_DATA, UsageError, check_generate_args,
                          check_out_folder, check_run_settings, claim_out_folder, data_setting, describe, flag_advice,
                          merge_run_settings, register_run_files, settings_from_config)
+from .cli_app import COMMANDS as APP_COMMANDS
+from .cli_app import INTERRUPTED as APP_INTERRUPTED
+from .cli_app import add_app_commands
 from .cli_classifier import COMMANDS as CLASSIFIER_COMMANDS
 from .cli_classifier import INTERRUPTED as CLASSIFIER_INTERRUPTED
 from .cli_classifier import add_classifier_commands
 from .cli_instructions import COMMANDS as INSTRUCTION_COMMANDS
 from .cli_instructions import INTERRUPTED as INSTRUCTION_INTERRUPTED
 from .cli_instructions import add_instruction_commands
+from .cli_preferences import COMMANDS as PREFERENCE_COMMANDS
+from .cli_preferences import INTERRUPTED as PREFERENCE_INTERRUPTED
+from .cli_preferences import add_preference_commands
 from .decoding import check_sampling_args
 from .decoding import generate as generate_tokens
+from .distributed import (BACKENDS, RunStopped, choose_backend, distributed_loaders, launch_from_env, process_group,
+                          stop_on_sigterm, train_model_distributed)
 from .files import save_png
 from .gpt import GPT2_CONFIGS, GPT_CONFIG_TINY, GPTModel, check_config
 from .gpt2_download import download_gpt2
@@ -50,7 +63,7 @@ register_run_files("pretrain", (CHECKPOINT, PLOT))
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: LLMSCRATCH_DEVICE, else cuda > mps > cpu)"
 INTERRUPTED = {"pretrain": "interrupted: the last checkpoint (if any) is intact",
                "generate": "interrupted", "download": "interrupted: no partial file was kept", **CLASSIFIER_INTERRUPTED,
-               **INSTRUCTION_INTERRUPTED}
+               **INSTRUCTION_INTERRUPTED, **PREFERENCE_INTERRUPTED, **APP_INTERRUPTED}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -96,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, help=f"default: {d['seed']}, the book's")
     pretrain.add_argument("--device", help=DEVICE_HELP)
     pretrain.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT}")
+    pretrain.add_argument("--dist-backend", choices=BACKENDS, help="under torchrun: the process group's backend "
+                          "(default: nccl on CUDA, gloo on the CPU)")
 
     generate = commands.add_parser(
         "generate", help="sample text from a checkpoint or from OpenAI's GPT-2",
@@ -131,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also download GPT-2 weights of this size (repeatable)")
     add_classifier_commands(commands, DEVICE_HELP)
     add_instruction_commands(commands, DEVICE_HELP)
+    add_preference_commands(commands, DEVICE_HELP)
+    add_app_commands(commands, DEVICE_HELP)
     return parser
 
 
@@ -172,6 +189,13 @@ def _claim(stack: contextlib.ExitStack, out: Path, checkpoint: Path, resume: boo
     claim_out_folder(stack, out, command="pretrain", own_files=(CHECKPOINT, PLOT), check=no_checkpoint_to_overwrite)
 
 
+def _cause(error: BaseException, kind: type) -> BaseException | None:
+    """``error`` or the first exception of ``kind`` in its chain of causes and contexts."""
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _save_failed(error: BaseException, path: Path, kept: str) -> UsageError:
     """One line for a failed save (a full disk shows up as OSError ENOSPC or as torch's inline_container);
     an error that is not about writing the file is raised again as it is.
@@ -206,17 +230,53 @@ def _model_config(settings: dict, saved_config=None) -> dict:
 
 
 def pretrain(args) -> None:
+    """One process, or one of a torchrun launch: there rank 0 prints, the others are quiet; an error is reported
+    once per machine (by its local rank 0), and a process that died by the ranks that lost their connection to it."""
+    try:
+        launch = launch_from_env()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if launch is None:
+        if args.dist_backend is not None:
+            raise UsageError("--dist-backend is for runs under torchrun: torchrun --nproc_per_node=N -m llmscratch "
+                             "pretrain ...")
+        return _pretrain(args, None)
+    try:
+        with stop_on_sigterm(), open(os.devnull, "w") as devnull, contextlib.ExitStack() as quiet:
+            if not launch.is_main:
+                quiet.enter_context(contextlib.redirect_stdout(devnull))
+                quiet.enter_context(contextlib.redirect_stderr(devnull))
+            _pretrain(args, launch)
+    except KeyboardInterrupt:
+        if launch.local_rank == 0:
+            raise
+        raise SystemExit(130) from None
+    except (UsageError, SettingsError, OSError, RunStopped) as error:
+        if launch.local_rank != 0 and not isinstance(error, PeerLost):
+            raise SystemExit(2) from None
+        if isinstance(error, RunStopped):  # outside training, or while an error was reported
+            raise _run_stopped(error, args.out / CHECKPOINT, launch) from None
+        raise
+
+
+def _pretrain(args, launch) -> None:
     given = {name: getattr(args, name) for name in RUN_SETTINGS}  # None: not given
     given.update(data=data_setting(args.data), model="tiny" if args.tiny else args.model)
     check_run_settings(given)  # numbers and texts first: nothing is read or written before they are fine
-    device = resolve_device(args.device)
+    device, backend = resolve_device(args.device), None
+    if launch is not None:
+        try:
+            device, backend = choose_backend(device, launch, args.dist_backend)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    owner = launch is None or launch.is_main  # the process that locks the folder and writes in it
     out, checkpoint = args.out, args.out / CHECKPOINT
     check_out_folder(out, (CHECKPOINT, PLOT), command="pretrain")
     if args.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}; run without --resume first")
     with contextlib.ExitStack() as stack:
-        claimed = out.is_dir()  # an existing folder is locked first; a new one once everything is checked
-        if claimed:
+        claimed = out.is_dir() or not owner  # an existing folder is locked first; a new one once all is checked
+        if claimed and owner:
             _claim(stack, out, checkpoint, args.resume)
         saved = _saved_run(checkpoint) if args.resume else {}
         saved_settings = saved.get("run_settings") if isinstance(saved.get("run_settings"), dict) else {}
@@ -234,7 +294,11 @@ def pretrain(args) -> None:
         text, label = _read_text(args.data if args.data is not None else settings["data"])
         torch.manual_seed(settings["seed"])
         try:
-            train_loader, val_loader = create_train_val_loaders(text, cfg["context_length"], settings["batch_size"])
+            if launch is None:
+                train_loader, val_loader = create_train_val_loaders(text, cfg["context_length"], settings["batch_size"])
+            else:  # this rank's share of every batch
+                train_loader, val_loader = distributed_loaders(text, cfg["context_length"], settings["batch_size"],
+                                                               launch, settings["seed"])
         except ValueError as error:
             raise UsageError(f"--data {label}: {error}") from None
 
@@ -246,32 +310,73 @@ def pretrain(args) -> None:
                       "its config, the other settings from the options given or the defaults", file=sys.stderr)
             print(f"resuming {out} from epoch {epochs_before} to {settings['epochs']} with {describe(settings)}",
                   file=sys.stderr)
-        _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_before)
+        _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_before, launch, backend)
 
 
-def _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_before) -> None:
+def _fit(args, settings, cfg, model, optimizer, device, train_loader, val_loader, launch, backend):
+    """train_model_resumable, or under torchrun train_model_distributed in the run's process group."""
+    common = dict(checkpoint_path=args.out / CHECKPOINT, resume=args.resume, config=cfg, run_settings=settings,
+                  progress=True)
+    book = (model, train_loader, val_loader, optimizer, device, settings["epochs"], settings["eval_freq"],
+            settings["eval_iter"], settings["start_context"], tiktoken.get_encoding("gpt2"))
+    if launch is None:
+        return train_model_resumable(*book, **common)
+    with process_group(launch, backend, device):
+        return train_model_distributed(*book, launch=launch, seed=settings["seed"], **common)
+
+
+class PeerLost(UsageError):
+    """A torchrun run stopped by another process's failure: reported by local rank 0 and by every rank that lost
+    its connection to the failed one (which may be rank 0)."""
+
+
+def _run_stopped(error: BaseException, checkpoint: Path, launch) -> UsageError:
+    """One line for a torchrun run that another process's failure stopped (SIGTERM, or a lost connection)."""
+    if isinstance(error, RunStopped):
+        why, lost = str(error), UsageError
+    else:  # gloo's or nccl's message is long and names only addresses
+        why, lost = f"another process of the run failed or lost its connection (seen by rank {launch.rank})", PeerLost
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's SIGTERM, now or soon: the reason is known
+    if not checkpoint.is_file():
+        return lost(f"the run stopped: {why}; no checkpoint was saved (see torchrun's report for the process that "
+                    "failed)")
+    epoch = ""
+    with contextlib.suppress(Exception):  # saved atomically: whole, whatever reading it now says
+        epoch = f" of epoch {read_training_state(checkpoint)['epoch']}"
+    return lost(f"the run stopped: {why}; the checkpoint {checkpoint}{epoch} is intact (see torchrun's report for "
+                "the process that failed; --resume continues it)")
+
+
+def _train(args, settings, cfg, device, train_loader, val_loader, label, epochs_before, launch=None,
+           backend=None) -> None:
     out, checkpoint, epochs = args.out, args.out / CHECKPOINT, settings["epochs"]
+    world = 1 if launch is None else launch.world_size
     torch.manual_seed(settings["seed"])
     model = GPTModel(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     windows = f"{len(train_loader.dataset):,} + {len(val_loader.dataset):,} windows of {cfg['context_length']} tokens"
+    where = f"device {device}" if launch is None else f"{world} processes ({backend}), device {device} on rank 0"
     print(f"pretraining {'a tiny GPT' if settings['model'] == 'tiny' else 'GPT-2 ' + settings['model']} on "
-          f"{label} ({windows}), {epochs} epoch{'s' * (epochs != 1)}, device {device}", file=sys.stderr)
+          f"{label} ({windows}), {epochs} epoch{'s' * (epochs != 1)}, {where}", file=sys.stderr)
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # training lines are progress
-            train_losses, val_losses, tokens_seen = train_model_resumable(
-                model, train_loader, val_loader, optimizer, device, epochs, settings["eval_freq"],
-                settings["eval_iter"], settings["start_context"], tiktoken.get_encoding("gpt2"),
-                checkpoint_path=checkpoint, resume=args.resume, config=cfg, run_settings=settings, progress=True)
+            train_losses, val_losses, tokens_seen = _fit(args, settings, cfg, model, optimizer, device,
+                                                         train_loader, val_loader, launch, backend)
     except ValueError as error:  # a checkpoint that cannot be resumed (e.g. its optimizer state)
         raise UsageError(str(error)) from None
     except (OSError, RuntimeError) as error:
+        stopped = _cause(error, RunStopped)  # torch.save reports a SIGTERM while writing as its own error
+        lost = isinstance(error, torch.distributed.DistError) or any(w in str(error) for w in ("gloo", "NCCL"))
+        if launch is not None and (stopped or lost):  # (gloo's lost connections are plain RuntimeErrors)
+            raise _run_stopped(stopped or error, checkpoint, launch) from None
         kept = "the previous checkpoint is intact" if checkpoint.is_file() else "no checkpoint was saved"
         raise _save_failed(error, checkpoint, kept) from None
+    if launch is not None and not launch.is_main:
+        return  # rank 0 plots and reports
     seconds = time.perf_counter() - start
-    # Every epoch trains on the same full batches (drop_last): the tokens of this run, without reloading
-    trained = (epochs - epochs_before) * len(train_loader) * settings["batch_size"] * cfg["context_length"]
+    # Every epoch trains on the same full batches (drop_last): the tokens of this run (all ranks), without reloading
+    trained = (epochs - epochs_before) * len(train_loader) * settings["batch_size"] * cfg["context_length"] * world
     figure = plot_losses(torch.linspace(0, epochs, len(train_losses)), tokens_seen, train_losses, val_losses)
     try:
         save_png(figure, out / PLOT)
@@ -336,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"pretrain": pretrain, "generate": generate, "download": download, **CLASSIFIER_COMMANDS,
-               **INSTRUCTION_COMMANDS}[args.command]
+               **INSTRUCTION_COMMANDS, **PREFERENCE_COMMANDS, **APP_COMMANDS}[args.command]
     try:
         get_settings()  # LLMSCRATCH_* values that make no sense: one line, before anything
         command(args)
