@@ -105,6 +105,14 @@ def test_no_machine_paths_and_small(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_sources_hold_no_control_characters(path):
+    # e.g. "\b" written from Python as a backspace: "$\beta$" became a math-input error in JupyterLab
+    for index, cell in enumerate(load_notebook(path)["cells"]):
+        found = sorted({hex(ord(ch)) for ch in re.findall(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", cell_source(cell))})
+        assert not found, f"cell {index} holds control characters {found}: an unescaped backslash in the source?"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_narrative_is_portuguese(path):
     prose = " ".join(cell_source(c) for c in load_notebook(path)["cells"] if c["cell_type"] == "markdown")
     words = re.findall(r"[a-zà-ú]+", re.sub(r"`[^`]*`", " ", prose.lower()))
