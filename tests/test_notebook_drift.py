@@ -48,7 +48,8 @@ NOTEBOOK_MODULES = {
     "ch07_finetune_instructions/exercises.ipynb": [
         "llmscratch.prompt_formats", "llmscratch.instruction", "llmscratch.instruction_data", "llmscratch.judge",
     ],
-    "ch07_finetune_instructions/dpo_preference_tuning.ipynb": ["llmscratch.dpo", "llmscratch.prompt_formats"],
+    "ch07_finetune_instructions/dpo_preference_tuning.ipynb": ["llmscratch.dpo_data", "llmscratch.dpo",
+                                                             "llmscratch.prompt_formats"],
 }
 
 # What each notebook must teach (guards against this test passing because nothing was compared).
