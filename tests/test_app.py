@@ -9,7 +9,7 @@ import socket
 import pytest
 import torch
 
-from llmscratch import cli
+from llmscratch import cli, ports
 from llmscratch.app_models import (MAX_MESSAGE_CHARS, NOT_GPT2, RANDOM_TINY_LABEL, AppInputError, chat_reply,
                                    check_message, classify_message, generate_text, load_served, served_chat,
                                    served_classifier, served_generator, spam_probability, stream_tokens)
@@ -193,9 +193,7 @@ def test_cli_missing_file_and_no_model(capsys, tmp_path):
 
 
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
+    return str(ports.free_port())
 
 
 def test_cli_wrong_kind_and_two_files_for_one_tab(capsys, model_files):

@@ -98,7 +98,8 @@ def train_tiny_classifier():
 
 @pytest.fixture(scope="module")
 def app_url():
-    from llmscratch.app import free_port, launch_app
+    from llmscratch.app import launch_app
+    from llmscratch.ports import free_port
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and immune to a busy machine
@@ -230,7 +231,7 @@ def test_two_users_at_once(browser, app_url, slow_tokens):
 @pytest.mark.slow  # a new Python process imports torch and Gradio
 def test_the_command_line_serves_the_page(tmp_path):
     """``python -m llmscratch app`` with a file: the page answers on the port, the tab's label is printed."""
-    from llmscratch.app import free_port
+    from llmscratch.ports import free_port
     from llmscratch.checkpoints import save_checkpoint
 
     torch.manual_seed(123)

@@ -13,7 +13,8 @@ from llmscratch.appendix_a import (
     BOOK_NUM_PARAMS, BOOK_NUM_PARAMS_2_2, BOOK_TRAIN_LOSSES, NeuralNetwork, ToyDataset, compute_accuracy, toy_data,
     toy_loaders, train_toy_model,
 )
-from llmscratch.ddp_script import _check_run, _free_port, group_by_rank, launch, run_ddp_script
+from llmscratch.ddp_script import _check_run, group_by_rank, launch, run_ddp_script
+from llmscratch.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,7 +101,7 @@ def test_group_by_rank_and_run_checks():
 def test_ddp_script_with_two_gloo_processes_equals_one_process(tmp_path, monkeypatch, capsys):
     two = run_ddp_script(world_size=2, batch_size=2, save_to=tmp_path / "two.pth")  # mp.spawn, 2 processes
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     launch(1, batch_size=4, save_to=tmp_path / "one.pth")  # one process: this one, nothing spawned
     one = capsys.readouterr().out
     for rank in (0, 1):

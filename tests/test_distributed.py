@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import torch
 from tiny_training import TEXT
 
 from llmscratch import cli, distributed
+from llmscratch.ports import free_port
 from llmscratch.checkpoints import load_model_state
 from llmscratch.settings import get_settings
 
@@ -42,12 +42,6 @@ def child_env(cwd: Path) -> dict[str, str]:
     for name in ("LLMSCRATCH_SMOKE", *distributed.ENV_VARIABLES):
         env.pop(name, None)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun_command(*args: str, nproc: int = 2, launcher: tuple[str, ...] = ("--standalone",),
@@ -220,6 +214,24 @@ def test_launch_from_env():
         distributed.launch_from_env({"RANK": "0"})
     with pytest.raises(ValueError, match="do not fit together"):
         distributed.launch_from_env({**LAUNCH, "RANK": "2"})
+
+
+def test_the_ranks_batches_make_up_one_processs_batch_of_twice_the_size():
+    text = TEXT * 3  # 24 training windows of 16 tokens
+    one = distributed.distributed_loaders(text, 16, 4, distributed.launch_from_env({**LAUNCH, "WORLD_SIZE": "1",
+                                                                                    "LOCAL_WORLD_SIZE": "1"}), seed=5)
+    ranks = [distributed.distributed_loaders(text, 16, 2, distributed.launch_from_env(
+        {**LAUNCH, "RANK": str(r), "LOCAL_RANK": str(r)}), seed=5) for r in (0, 1)]
+    for epoch in (0, 1):  # set_epoch reshuffles, the same way on every rank
+        for train, _ in (one, *ranks):
+            train.sampler.set_epoch(epoch)
+        for whole, part0, part1 in zip(one[0], ranks[0][0], ranks[1][0]):
+            assert len(one[0]) == len(ranks[0][0]) == 6
+            together = sorted(map(tuple, torch.cat([part0[0], part1[0]]).tolist()))
+            assert together == sorted(map(tuple, whole[0].tolist()))
+    assert [len(ranks[r][1].dataset) for r in (0, 1)] == [2, 2] and len(ranks[0][1]) == len(ranks[1][1]) == 1
+    with pytest.raises(ValueError, match="fewer than one batch of 13 for each of the 2 processes"):
+        distributed.distributed_loaders(text, 16, 13, distributed.launch_from_env(LAUNCH), seed=5)
 
 
 @pytest.mark.parametrize("device, backend, gpus, fragment", [

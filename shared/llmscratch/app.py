@@ -21,12 +21,12 @@ Gradio runs offline: no analytics, no share links, system fonts.
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before Gradio is imported: it never calls home
 import gradio as gr  # noqa: E402
 
+from .ports import free_port  # noqa: E402
 from .app_models import (MAX_MESSAGE_CHARS, MAX_NEW_TOKENS, TABS, AppInputError, ServedModel, chat_reply,  # noqa: E402
                          classify_message, generate_text, load_served)
 
@@ -160,13 +160,6 @@ def build_app(models: dict, tab: str | None = None) -> gr.Blocks:
                         gr.Markdown(f"Nenhum modelo nesta aba. Para usá-la, treine {NO_MODEL[name]}.")
     demo.queue(default_concurrency_limit=2, max_size=32)
     return demo
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (the system's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def _served(value, tab):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -51,6 +50,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from .appendix_a import NeuralNetwork, ToyDataset, compute_accuracy
+from .ports import free_port as _free_port  # course: instead of the book's fixed port 12345
 
 PROCESS_GROUP_TIMEOUT = timedelta(seconds=60)  # course: the default (30 min for gloo) hides a crashed rank
 
@@ -60,13 +60,6 @@ def _device_for(rank, world_size):
     if torch.cuda.is_available() and torch.cuda.device_count() >= world_size:
         return torch.device("cuda", rank)
     return torch.device("cpu")
-
-
-def _free_port():
-    """A TCP port that nobody listens on right now (course: instead of the book's fixed 12345)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _print(*values):

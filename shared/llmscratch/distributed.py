@@ -34,8 +34,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from .dataloader import GPTDatasetV1
-from .pretraining import _check_training_args, calc_loss_batch, evaluate_model, generate_and_print_sample
+from .pretraining import (_check_training_args, calc_loss_batch, create_train_val_loaders, evaluate_model,
+                          generate_and_print_sample)
 from .resumable import ResumableRun
 
 ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")  # set by torchrun for every process
@@ -166,26 +166,16 @@ def distributed_loaders(text, context_length, batch_size, launch: Launch, seed: 
     """``create_train_val_loaders``'s windows, each rank's share: ``DistributedSampler`` (shuffled by ``seed``
     plus the epoch, call ``train_loader.sampler.set_epoch(epoch)``; full batches only) for training, and the
     validation windows split in order (padded by repeating a few so that every rank has as many)."""
-    import tiktoken
-
-    tokenizer = tiktoken.get_encoding("gpt2")
-    split_idx = int(train_ratio * len(text))
+    windows = create_train_val_loaders(text, context_length, batch_size, train_ratio)  # checked, tokenized once
     loaders = []
-    for part, data, train in (("training", text[:split_idx], True), ("validation", text[split_idx:], False)):
-        try:
-            dataset = GPTDatasetV1(data, tokenizer, context_length, context_length)
-        except ValueError as error:
-            raise ValueError(f"the {part} part of the text ({len(data):,} characters) is too short for windows "
-                             f"of {context_length} tokens: use a longer text or a smaller context length "
-                             f"({error})") from None
-        sampler = DistributedSampler(dataset, num_replicas=launch.world_size, rank=launch.rank, shuffle=train,
-                                     seed=seed, drop_last=train)
-        loaders.append(DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train))
+    for loader, train in zip(windows, (True, False)):
+        sampler = DistributedSampler(loader.dataset, num_replicas=launch.world_size, rank=launch.rank,
+                                     shuffle=train, seed=seed, drop_last=train)
+        loaders.append(DataLoader(loader.dataset, batch_size=batch_size, sampler=sampler, drop_last=train))
     if len(loaders[0]) == 0:
-        windows = len(loaders[0].dataset)
-        raise ValueError(f"the training part has {windows} window(s) of {context_length} tokens, fewer than one "
-                         f"batch of {batch_size} for each of the {launch.world_size} processes: use a longer text, "
-                         "a smaller batch size or context length, or fewer processes")
+        raise ValueError(f"the training part has {len(loaders[0].dataset)} window(s) of {context_length} tokens, "
+                         f"fewer than one batch of {batch_size} for each of the {launch.world_size} processes: use a "
+                         "longer text, a smaller batch size or context length, or fewer processes")
     return tuple(loaders)
 
 
