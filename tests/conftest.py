@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept():
+    """Give back SIGTERM's and SIGINT's handlers after each test. ``pretrain`` under torchrun ignores SIGTERM once it
+    is on its way out with an error (llmscratch.distributed.stop_on_sigterm): right for a worker process, but a
+    test that calls ``cli.main`` in-process would leave this pytest process ignoring SIGTERM, and every process it
+    starts later inherits that (a ``terminate()``-d app server then never stopped: a CI run hung on it)."""
+    kept = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in kept.items():
+        if signal.getsignal(number) is not handler:
+            signal.signal(number, handler)
 
 
 @pytest.fixture
